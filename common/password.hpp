@@ -1,0 +1,44 @@
+// Password hashing with Argon2id (libsodium crypto_pwhash_str), with bounded concurrency:
+// each hash holds memlimit bytes, so a login storm must queue instead of exhausting memory.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace usersd {
+
+struct PasswordPolicy {
+  uint64_t memlimit_kib = 19 * 1024;  // OWASP: >= 19 MiB
+  uint64_t opslimit = 2;              // OWASP: t = 2
+  unsigned max_concurrent = 2;        // hashes running at once in this process
+  size_t min_length = 8;
+  size_t max_length = 128;
+};
+
+class PasswordHasher {
+ public:
+  explicit PasswordHasher(PasswordPolicy policy);
+  ~PasswordHasher();
+  PasswordHasher(const PasswordHasher&) = delete;
+  PasswordHasher& operator=(const PasswordHasher&) = delete;
+
+  const PasswordPolicy& policy() const { return policy_; }
+  // Returns an "$argon2id$..." encoded string. Throws std::runtime_error only when out of memory.
+  std::string hash(std::string_view password);
+  bool verify(std::string_view encoded_hash, std::string_view password);
+  // Runs a verify against a fixed hash so an unknown email costs what a wrong password costs.
+  void verify_dummy(std::string_view password);
+  // True when the hash was made with other parameters than the current policy.
+  bool needs_rehash(std::string_view encoded_hash) const;
+
+ private:
+  struct Gate;
+  PasswordPolicy policy_;
+  std::unique_ptr<Gate> gate_;
+  std::string dummy_hash_;
+};
+
+}  // namespace usersd
