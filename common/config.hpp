@@ -1,0 +1,94 @@
+// Effective configuration: built-in defaults < config file < USERSD_* environment < command-line flags.
+// Secrets come only from the environment or a file the config points to, never from flags or the file itself.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <variant>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace usersd {
+
+struct HttpConfig {
+  std::string bind = "127.0.0.1";
+  int port = 3000;
+  int threads = 32;                    // connection-handling threads per worker (one per open connection)
+  int64_t max_body_bytes = 64 * 1024;
+  int keep_alive_timeout = 75;         // seconds; must exceed the ALB idle timeout (60 s)
+  int keep_alive_max_requests = 10000;
+  int read_timeout = 10;               // seconds
+  int write_timeout = 10;              // seconds
+  std::vector<std::string> cors_allowed_origins;
+};
+
+struct JwtConfig {
+  std::string secret;        // only from USERSD_JWT_SECRET or secret_file
+  std::string secret_file;
+  std::string secret_source; // "environment", "file", "ephemeral": shown instead of the secret
+  std::string issuer = "usersd";
+  std::string audience = "usersd";
+  int ttl = 3600;            // seconds
+};
+
+struct PasswordConfig {
+  int64_t memlimit_kib = 19 * 1024;
+  int64_t opslimit = 2;
+  int max_concurrent_hashes = 2;
+};
+
+struct StorageConfig {
+  std::string url;           // sqlite:///abs/path.db | mongodb://... ; default: sqlite under data_dir
+  int busy_timeout_ms = 5000;
+};
+
+struct LogConfig {
+  std::string level = "info";   // trace|debug|info|warn|error|critical|off
+  std::string file;             // empty: stderr
+};
+
+struct Config {
+  std::string env = "development";  // development|production
+  std::string data_dir = "/var/lib/usersd";
+  std::string runtime_dir = "/run/usersd";
+  int workers = 0;                  // 0 = auto (CPUs available to this process)
+  bool registration_enabled = true;
+  HttpConfig http;
+  JwtConfig jwt;
+  PasswordConfig password;
+  StorageConfig storage;
+  LogConfig log;
+  std::string config_file;          // the file that was read, if any
+};
+
+struct ConfigError {
+  std::string key;      // dotted key, e.g. "http.port"
+  std::string message;  // one line, e.g. "must be an integer between 1 and 65535 (got 70000) in /etc/usersd.json"
+  std::string line() const { return "config error: " + key + ": " + message; }
+};
+
+// Values from command-line flags, keyed by dotted config key ("http.port" -> "8080").
+using FlagOverrides = std::map<std::string, std::string>;
+
+struct ConfigSources {
+  std::optional<std::string> file;               // --config; when unset, USERSD_CONFIG, else none
+  std::map<std::string, std::string> environment; // usually the process environment
+  FlagOverrides flags;
+  bool resolve_secret = true;                     // read/generate the JWT secret (not needed by `user add`)
+};
+
+// Loads, validates and resolves the effective config. Never throws.
+std::variant<Config, ConfigError> load_config(const ConfigSources& sources);
+
+std::map<std::string, std::string> process_environment();
+
+// The effective config as JSON with secrets and URL credentials redacted (for `config check`, logs, status).
+nlohmann::json config_to_redacted_json(const Config& config);
+
+// "mongodb://user:pass@host/db" -> "mongodb://user:****@host/db"; URLs without credentials unchanged.
+std::string redact_url(const std::string& url);
+
+}  // namespace usersd
