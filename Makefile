@@ -34,7 +34,7 @@ build: $(BUILD_DIR)/Makefile
 
 run: deps build
 	mkdir -p var
-	USERSD_JWT_SECRET_FILE= ./$(BUILD_DIR)/usersd start --foreground --config etc/usersd.development.json
+	./$(BUILD_DIR)/usersd start --foreground --config etc/usersd.development.json
 
 unit-test: build
 	./$(BUILD_DIR)/unit_tests

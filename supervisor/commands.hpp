@@ -1,0 +1,37 @@
+// The `usersd` subcommands. Each returns the process exit code.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "common/config.hpp"
+
+namespace usersd {
+
+// Flags shared by subcommands that read the config (--config plus overrides of single keys).
+struct ConfigFlags {
+  std::optional<std::string> config_file;
+  FlagOverrides overrides;
+};
+
+struct StartOptions {
+  ConfigFlags config;
+  bool foreground = false;
+};
+
+struct UserAddOptions {
+  ConfigFlags config;
+  std::string email;
+  std::string first_name;
+  std::string last_name;
+  bool admin = false;
+};
+
+int run_start(const StartOptions& options);
+int run_config_check(const ConfigFlags& flags);
+int run_user_add(const UserAddOptions& options);
+
+// Loads the config or prints its one-line error to stderr (nullopt).
+std::optional<Config> load_config_or_report(const ConfigFlags& flags, bool resolve_secret = true);
+
+}  // namespace usersd

@@ -1,0 +1,73 @@
+// usersd: one binary; the subcommand decides whether this process is a CLI, a supervisor or a worker.
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+#include "supervisor/commands.hpp"
+
+namespace {
+
+using usersd::ConfigFlags;
+
+// Registers `--flag VALUE` so that it overrides dotted config key `key`.
+void add_override(CLI::App& cmd, ConfigFlags& flags, const std::string& flag, const std::string& key,
+                  const std::string& help) {
+  cmd.add_option_function<std::string>(flag, [&flags, key](const std::string& v) { flags.overrides[key] = v; }, help);
+}
+
+void add_config_file(CLI::App& cmd, ConfigFlags& flags) {
+  cmd.add_option_function<std::string>("-c,--config", [&flags](const std::string& v) { flags.config_file = v; },
+                                       "Config file (JSON); default: $USERSD_CONFIG if set");
+}
+
+void add_store(CLI::App& cmd, ConfigFlags& flags) {
+  add_override(cmd, flags, "--store", "storage.url",
+               "Store URL: sqlite:///abs/path/usersd.db (default: under data_dir) or mongodb://...");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"usersd: a Users API server with its own process supervisor"};
+  app.set_version_flag("--version", std::string("usersd ") + USERSD_VERSION);
+  app.require_subcommand(1);
+
+  usersd::StartOptions start;
+  auto* start_cmd = app.add_subcommand("start", "Start the server (supervisor and workers)");
+  add_config_file(*start_cmd, start.config);
+  start_cmd->add_flag("--foreground", start.foreground, "Stay in the foreground (for systemd, containers, make run)");
+  add_override(*start_cmd, start.config, "--port", "http.port", "TCP port to listen on");
+  add_override(*start_cmd, start.config, "--bind", "http.bind", "Address to listen on, e.g. 127.0.0.1 or ::");
+  add_override(*start_cmd, start.config, "--workers", "workers", "Worker processes: a number or auto");
+  add_store(*start_cmd, start.config);
+  add_override(*start_cmd, start.config, "--runtime-dir", "runtime_dir", "Directory for the pidfile and control socket");
+  add_override(*start_cmd, start.config, "--env", "env", "development or production");
+
+  auto* config_cmd = app.add_subcommand("config", "Work with the configuration");
+  config_cmd->require_subcommand(1);
+  ConfigFlags check_flags;
+  auto* check_cmd = config_cmd->add_subcommand("check", "Validate the config and print the effective values (secrets redacted)");
+  add_config_file(*check_cmd, check_flags);
+
+  auto* user_cmd = app.add_subcommand("user", "Manage users directly in the store");
+  user_cmd->require_subcommand(1);
+  usersd::UserAddOptions user_add;
+  auto* add_cmd = user_cmd->add_subcommand("add", "Create a user; the password is read from standard input");
+  add_cmd->add_option("--email", user_add.email, "Email address")->required();
+  add_cmd->add_option("--first-name", user_add.first_name, "First name")->required();
+  add_cmd->add_option("--last-name", user_add.last_name, "Last name")->required();
+  add_cmd->add_flag("--admin", user_add.admin, "Give the user the admin role");
+  add_config_file(*add_cmd, user_add.config);
+  add_store(*add_cmd, user_add.config);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  if (*start_cmd) return usersd::run_start(start);
+  if (*check_cmd) return usersd::run_config_check(check_flags);
+  if (*add_cmd) return usersd::run_user_add(user_add);
+  return 2;
+}

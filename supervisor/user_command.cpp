@@ -1,0 +1,79 @@
+// `usersd user add`: how the first admin gets an account.
+#include <termios.h>
+#include <unistd.h>
+
+#include <iostream>
+
+#include "common/ids.hpp"
+#include "common/password.hpp"
+#include "common/store_factory.hpp"
+#include "common/time_format.hpp"
+#include "common/user_input.hpp"
+#include "supervisor/commands.hpp"
+#include "worker/app.hpp"
+
+namespace usersd {
+namespace {
+
+// One line from stdin; echo is switched off when a person is typing it.
+std::string read_password() {
+  const bool tty = isatty(STDIN_FILENO) != 0;
+  termios saved{};
+  if (tty) {
+    std::cerr << "Password: " << std::flush;
+    tcgetattr(STDIN_FILENO, &saved);
+    termios quiet = saved;
+    quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+  }
+  std::string password;
+  std::getline(std::cin, password);
+  if (tty) {
+    tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    std::cerr << "\n";
+  }
+  if (!password.empty() && password.back() == '\r') password.pop_back();
+  return password;
+}
+
+}  // namespace
+
+int run_user_add(const UserAddOptions& options) {
+  auto config = load_config_or_report(options.config, /*resolve_secret=*/false);
+  if (!config) return 1;
+  const nlohmann::json body = {{"email", options.email},
+                               {"firstName", options.first_name},
+                               {"lastName", options.last_name},
+                               {"password", read_password()},
+                               {"role", options.admin ? "admin" : "user"}};
+  PasswordHasher hasher(password_policy_from(*config));
+  UserInput input;
+  const auto errors = parse_user_input(body, UserOperation::create, true,
+                                       {hasher.policy().min_length, hasher.policy().max_length}, input);
+  if (!errors.empty()) {
+    for (const auto& e : errors) std::cerr << "usersd: " << e.field << ": " << e.message << "\n";
+    return 1;
+  }
+  auto store = open_store(config->storage, 1);
+  if (!store) {
+    std::cerr << "usersd: cannot open store " << redact_url(config->storage.url) << ": " << store.error().message << "\n";
+    return 1;
+  }
+  User user;
+  user.id = new_object_id();
+  apply_user_input(input, UserOperation::create, user);
+  user.role = options.admin ? Role::admin : Role::user;
+  user.password_hash = hasher.hash(*input.password);
+  user.created_at_ms = user.updated_at_ms = now_ms();
+  auto created = store.value()->create(user);
+  if (!created) {
+    std::cerr << "usersd: " << (created.error().code == Errc::conflict ? "a user with this email already exists"
+                                                                        : created.error().message)
+              << "\n";
+    return 1;
+  }
+  std::cout << created.value().id << "\n";
+  return 0;
+}
+
+}  // namespace usersd

@@ -1,0 +1,28 @@
+// Everything a worker's handlers share: the effective config and the long-lived services built from it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "common/config.hpp"
+#include "common/jwt.hpp"
+#include "common/password.hpp"
+#include "common/user_store.hpp"
+
+namespace usersd {
+
+struct App {
+  Config config;
+  std::unique_ptr<UserStore> store;
+  std::unique_ptr<PasswordHasher> hasher;
+  JwtSettings jwt;
+  int64_t started_ms = 0;
+};
+
+// Builds the services from a validated config, opening the store. Errc::unavailable when the store cannot open.
+Result<std::unique_ptr<App>> make_app(const Config& config);
+
+JwtSettings jwt_settings_from(const Config& config);
+PasswordPolicy password_policy_from(const Config& config);
+
+}  // namespace usersd

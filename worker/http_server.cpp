@@ -1,0 +1,191 @@
+#include "worker/http_server.hpp"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include <sodium.h>
+
+#include <spdlog/spdlog.h>
+
+#include "worker/problem.hpp"
+#include "worker/routes.hpp"
+
+namespace usersd {
+namespace {
+
+std::string join(const std::vector<std::string>& items, const char* sep) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : sep) + item;
+  return out;
+}
+
+// Methods a client may use on a path, as the Allow header lists them.
+std::vector<std::string> allow_list(std::vector<std::string> methods) {
+  if (std::find(methods.begin(), methods.end(), "GET") != methods.end()) methods.push_back("HEAD");
+  methods.push_back("OPTIONS");
+  return methods;
+}
+
+std::vector<std::string> methods_for_path(const Router& router, const std::string& path) {
+  std::vector<std::string> methods;
+  for (const char* m : {"GET", "POST", "PUT", "PATCH", "DELETE"}) {
+    if (router.match(m, path).route != nullptr) methods.emplace_back(m);
+  }
+  return methods;
+}
+
+bool origin_allowed(const HttpConfig& http, const std::string& origin) {
+  const auto& allowed = http.cors_allowed_origins;
+  return std::find(allowed.begin(), allowed.end(), "*") != allowed.end() ||
+         std::find(allowed.begin(), allowed.end(), origin) != allowed.end();
+}
+
+// Adds CORS headers for configured origins; other origins get none, so browsers block them.
+bool apply_cors(const HttpConfig& http, const httplib::Request& req, httplib::Response& res) {
+  if (!req.has_header("Origin")) return false;
+  const std::string origin = req.get_header_value("Origin");
+  res.set_header("Vary", "Origin");
+  if (!origin_allowed(http, origin)) return false;
+  res.set_header("Access-Control-Allow-Origin", origin);
+  res.set_header("Access-Control-Expose-Headers", "Location, ETag, X-Request-Id");
+  return true;
+}
+
+bool valid_request_id(const std::string& id) {
+  return !id.empty() && id.size() <= 128 && std::all_of(id.begin(), id.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+  });
+}
+
+std::string new_request_id() {
+  unsigned char bytes[12];
+  randombytes_buf(bytes, sizeof bytes);
+  char hex[sizeof bytes * 2 + 1];
+  sodium_bin2hex(hex, sizeof hex, bytes, sizeof bytes);
+  return hex;
+}
+
+}  // namespace
+
+HttpServer::HttpServer(App& app) : app_(app), router_(build_router(app)) { configure(); }
+
+void HttpServer::configure() {
+  const HttpConfig& http = app_.config.http;
+  const int threads = http.threads;
+  server_.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  server_.set_tcp_nodelay(true);  // without it keep-alive responses wait ~40 ms for delayed ACKs
+  server_.set_keep_alive_timeout(http.keep_alive_timeout);
+  server_.set_keep_alive_max_count(static_cast<size_t>(http.keep_alive_max_requests));
+  server_.set_read_timeout(http.read_timeout, 0);
+  server_.set_write_timeout(http.write_timeout, 0);
+  server_.set_payload_max_length(static_cast<size_t>(http.max_body_bytes));
+  server_.set_default_headers({
+      {"X-Content-Type-Options", "nosniff"},
+      {"X-Frame-Options", "DENY"},
+      {"Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"},
+      {"Referrer-Policy", "no-referrer"},
+      {"Cache-Control", "no-store"},
+  });
+  server_.set_pre_routing_handler([this](const auto& req, auto& res) { return before_routing(req, res); });
+  // Every method goes to one dispatcher; the Router, not httplib's regexes, decides 404 versus 405.
+  const httplib::Server::Handler dispatch = [this](const auto& req, auto& res) { this->dispatch(req, res); };
+  server_.Get(".*", dispatch);
+  server_.Post(".*", dispatch);
+  server_.Put(".*", dispatch);
+  server_.Patch(".*", dispatch);
+  server_.Delete(".*", dispatch);
+  // Errors httplib produces itself (413, 400 on a bad request line...) get problem bodies too.
+  server_.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
+    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    send_problem(res, res.status);
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+  server_.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "unknown exception";
+    try {
+      if (ep) std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    spdlog::error("unhandled exception on {} {}: {}", req.method, req.path, what);
+    send_problem(res, 500, "internal error");
+  });
+  server_.set_logger([](const httplib::Request& req, const httplib::Response& res) {
+    spdlog::info("{} \"{} {}\" {} {} {}", req.remote_addr, req.method, req.path, res.status, res.body.size(),
+                 res.get_header_value("X-Request-Id"));
+  });
+}
+
+httplib::Server::HandlerResponse HttpServer::before_routing(const httplib::Request& req, httplib::Response& res) {
+  using HR = httplib::Server::HandlerResponse;
+  const std::string incoming_id = req.get_header_value("X-Request-Id");
+  res.set_header("X-Request-Id", valid_request_id(incoming_id) ? incoming_id : new_request_id());
+  apply_cors(app_.config.http, req, res);
+
+  if (req.method == "OPTIONS") {
+    const auto methods = methods_for_path(router_, req.path);
+    if (methods.empty()) {
+      send_problem(res, 404, "no such resource");
+    } else {
+      answer_options(req, res, RouteMatch{nullptr, methods, {}});
+    }
+    return HR::Handled;
+  }
+  const RouteMatch match = router_.match(req.method, req.path);
+  if (match.route == nullptr) {
+    if (match.allowed_methods.empty()) {
+      send_problem(res, 404, "no such resource");
+    } else {
+      res.set_header("Allow", join(allow_list(match.allowed_methods), ", "));
+      send_problem(res, 405, req.method + " is not supported here");
+    }
+    return HR::Handled;
+  }
+  // Checked before httplib reads (and would decompress) the body.
+  if (!match.route->body_types.empty() && !check_body_headers(req, res, match.route->body_types)) return HR::Handled;
+  return HR::Unhandled;
+}
+
+void HttpServer::answer_options(const httplib::Request& req, httplib::Response& res, const RouteMatch& match) {
+  const std::string allow = join(allow_list(match.allowed_methods), ", ");
+  res.set_header("Allow", allow);
+  const bool preflight = req.has_header("Access-Control-Request-Method");
+  if (preflight && res.has_header("Access-Control-Allow-Origin")) {
+    res.set_header("Access-Control-Allow-Methods", allow);
+    res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match, If-None-Match, X-Request-Id");
+    res.set_header("Access-Control-Max-Age", "600");
+  }
+  res.status = 204;
+}
+
+void HttpServer::dispatch(const httplib::Request& req, httplib::Response& res) {
+  const RouteMatch match = router_.match(req.method, req.path);
+  if (match.route == nullptr) return send_problem(res, 404, "no such resource");  // before_routing answered already
+  RequestContext ctx;
+  ctx.params = match.params;
+  if (match.route->needs_auth && !authenticate(app_, req, res, ctx)) return;
+  match.route->handler(req, res, ctx);
+}
+
+bool HttpServer::bind(bool reuse_port, std::string& error) {
+  server_.set_socket_options([reuse_port](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    if (reuse_port) setsockopt(sock, SOL_SOCKET, SO_REUSEPORT, &yes, sizeof yes);
+  });
+  const auto& http = app_.config.http;
+  if (!server_.bind_to_port(http.bind, http.port)) {
+    error = "cannot listen on " + http.bind + ":" + std::to_string(http.port) + ": " + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+bool HttpServer::serve() { return server_.listen_after_bind(); }
+
+void HttpServer::stop() { server_.stop(); }
+
+}  // namespace usersd

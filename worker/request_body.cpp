@@ -1,0 +1,106 @@
+#include "worker/request_body.hpp"
+
+#include <algorithm>
+#include <cctype>
+
+#include "worker/problem.hpp"
+
+namespace usersd {
+namespace {
+
+std::string lowercase_trimmed(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); });
+  return out;
+}
+
+// "application/json; charset=UTF-8" is fine; any other charset is not JSON as RFC 8259 defines it.
+bool media_type_accepted(std::string_view header, const MediaTypes& accepted, std::string& why) {
+  const auto semicolon = header.find(';');
+  const std::string type = lowercase_trimmed(header.substr(0, semicolon));
+  if (std::find(accepted.begin(), accepted.end(), type) == accepted.end()) {
+    why = "Content-Type must be " + std::string(accepted.front());
+    return false;
+  }
+  if (semicolon == std::string_view::npos) return true;
+  std::string_view params = header.substr(semicolon + 1);
+  while (!params.empty()) {
+    const auto next = params.find(';');
+    const std::string param = lowercase_trimmed(params.substr(0, next));
+    if (param.rfind("charset=", 0) == 0) {
+      std::string charset = param.substr(8);
+      charset.erase(std::remove(charset.begin(), charset.end(), '"'), charset.end());
+      if (charset != "utf-8") {
+        why = "only UTF-8 JSON is accepted";
+        return false;
+      }
+    }
+    if (next == std::string_view::npos) break;
+    params.remove_prefix(next + 1);
+  }
+  return true;
+}
+
+}  // namespace
+
+int json_nesting_depth(std::string_view text) {
+  int depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '[' || c == '{') deepest = std::max(deepest, ++depth);
+    else if (c == ']' || c == '}') --depth;
+  }
+  return deepest;
+}
+
+bool check_body_headers(const httplib::Request& req, httplib::Response& res, const MediaTypes& accepted) {
+  // Decompressing would bypass the body size limit (a zip bomb), so compressed bodies are refused.
+  if (req.has_header("Content-Encoding") && lowercase_trimmed(req.get_header_value("Content-Encoding")) != "identity") {
+    res.set_header("Accept-Encoding", "identity");
+    send_problem(res, 415, "compressed request bodies are not accepted");
+    return false;
+  }
+  std::string why;
+  if (!req.has_header("Content-Type")) {
+    send_problem(res, 415, "Content-Type must be " + std::string(accepted.front()));
+    return false;
+  }
+  if (!media_type_accepted(req.get_header_value("Content-Type"), accepted, why)) {
+    send_problem(res, 415, why);
+    return false;
+  }
+  return true;
+}
+
+std::optional<nlohmann::json> parse_json_body(const httplib::Request& req, httplib::Response& res) {
+  if (req.body.empty()) {
+    send_problem(res, 400, "a JSON request body is required");
+    return std::nullopt;
+  }
+  // Checked before parsing: nlohmann's recursive parser must never see a stack-exhausting document.
+  if (json_nesting_depth(req.body) > kMaxJsonDepth) {
+    send_problem(res, 400, "JSON nesting is deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+    return std::nullopt;
+  }
+  try {
+    return nlohmann::json::parse(req.body);
+  } catch (const nlohmann::json::parse_error& e) {
+    // e.what() reads "[json.exception.parse_error.101] parse error at line 1, column 9: ..."; keep the useful tail.
+    std::string what = e.what();
+    const auto tail = what.find("] ");
+    send_problem(res, 400, "malformed JSON: " + (tail == std::string::npos ? what : what.substr(tail + 2)));
+    return std::nullopt;
+  }
+}
+
+}  // namespace usersd
