@@ -108,7 +108,6 @@ void login(App& app, const httplib::Request& req, httplib::Response& res) {
       spdlog::warn("rehash of user {} failed: {}", user.id, e.what());
     }
   }
-  res.set_header("Cache-Control", "no-store");
   send_json(res, 200,
             {{"token", jwt_issue(app.jwt, user.id, now_seconds())},
              {"tokenType", "Bearer"},

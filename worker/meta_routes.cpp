@@ -10,7 +10,6 @@ namespace {
 
 void healthcheck(App& app, httplib::Response& res) {
   const bool store_ok = app.store->ping().ok();
-  res.set_header("Cache-Control", "no-store");
   send_json(res, store_ok ? 200 : 503,
             {{"status", store_ok ? "ok" : "unavailable"},
              {"store", store_ok ? "ok" : "unavailable"},
@@ -74,7 +73,7 @@ void add_meta_routes(Router& router, App& app) {
                 res.set_header("Vary", "Accept");
                 if (prefers_html(req)) {
                   // The page has inline styles only; relax the API's CSP for that and nothing else.
-                  res.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'");
+                  replace_header(res, "Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'");
                   res.set_content(docs_page, "text/html; charset=utf-8");
                 } else {
                   res.set_content(spec_text.data(), spec_text.size(), "application/json");

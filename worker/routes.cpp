@@ -10,6 +10,11 @@ Router build_router(App& app) {
   return router;
 }
 
+void replace_header(httplib::Response& res, const std::string& name, const std::string& value) {
+  res.headers.erase(name);
+  res.set_header(name, value);
+}
+
 void send_json(httplib::Response& res, int status, const nlohmann::json& body) {
   res.status = status;
   res.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json");

@@ -20,6 +20,9 @@ bool authenticate(App& app, const httplib::Request& req, httplib::Response& res,
 // Used by registration and by admins creating users.
 void create_user(App& app, const httplib::Request& req, httplib::Response& res, UserOperation operation);
 
+// Sets a header replacing any value set before (httplib's set_header appends, and default headers are preset).
+void replace_header(httplib::Response& res, const std::string& name, const std::string& value);
+
 // Sends `body` as application/json with the given status.
 void send_json(httplib::Response& res, int status, const nlohmann::json& body);
 
