@@ -27,6 +27,13 @@ json defaults_document() {
       {"runtime_dir", d.runtime_dir},
       {"workers", "auto"},
       {"registration_enabled", d.registration_enabled},
+      {"worker_timeout", d.supervisor.worker_timeout},
+      {"ready_timeout", d.supervisor.ready_timeout},
+      {"graceful_timeout", d.supervisor.graceful_timeout},
+      {"drain_delay", d.supervisor.drain_delay},
+      {"max_requests", d.supervisor.max_requests},
+      {"max_requests_jitter", d.supervisor.max_requests_jitter},
+      {"max_memory_mb", d.supervisor.max_memory_mb},
       {"http",
        {{"bind", d.http.bind},
         {"port", d.http.port},
@@ -273,6 +280,16 @@ void read_password(const Reader& r, Config& c) {
   c.password.max_concurrent_hashes = static_cast<int>(r.integer("password.max_concurrent_hashes", 1, 256));
 }
 
+void read_supervisor(const Reader& r, Config& c) {
+  c.supervisor.worker_timeout = static_cast<int>(r.integer("worker_timeout", 1, 3600));
+  c.supervisor.ready_timeout = static_cast<int>(r.integer("ready_timeout", 1, 3600));
+  c.supervisor.graceful_timeout = static_cast<int>(r.integer("graceful_timeout", 1, 3600));
+  c.supervisor.drain_delay = static_cast<int>(r.integer("drain_delay", 0, 3600));
+  c.supervisor.max_requests = r.integer("max_requests", 0, int64_t{1} << 40);
+  c.supervisor.max_requests_jitter = r.integer("max_requests_jitter", 0, int64_t{1} << 40);
+  c.supervisor.max_memory_mb = r.integer("max_memory_mb", 0, 1 << 20);
+}
+
 void read_http(const Reader& r, Config& c) {
   c.http.bind = r.non_empty("http.bind", 64);
   if (!is_ip_address(c.http.bind)) fail("http.bind", "must be an IPv4 or IPv6 address, got \"" + c.http.bind + "\"" + r.where("http.bind"));
@@ -337,6 +354,7 @@ Config read_config(const Layers& layers, const ConfigSources& sources) {
     c.workers = static_cast<int>(r.integer("workers", 1, 1024));
   }
   c.registration_enabled = r.boolean("registration_enabled");
+  read_supervisor(r, c);
   read_http(r, c);
   c.jwt.secret_file = r.string("jwt.secret_file");
   c.jwt.issuer = r.non_empty("jwt.issuer", 256);
@@ -422,6 +440,13 @@ nlohmann::json config_to_redacted_json(const Config& c) {
       {"runtime_dir", c.runtime_dir},
       {"workers", c.workers == 0 ? json("auto") : json(c.workers)},
       {"registration_enabled", c.registration_enabled},
+      {"worker_timeout", c.supervisor.worker_timeout},
+      {"ready_timeout", c.supervisor.ready_timeout},
+      {"graceful_timeout", c.supervisor.graceful_timeout},
+      {"drain_delay", c.supervisor.drain_delay},
+      {"max_requests", c.supervisor.max_requests},
+      {"max_requests_jitter", c.supervisor.max_requests_jitter},
+      {"max_memory_mb", c.supervisor.max_memory_mb},
       {"http",
        {{"bind", c.http.bind},
         {"port", c.http.port},

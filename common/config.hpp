@@ -50,11 +50,23 @@ struct LogConfig {
   std::string file;             // empty: stderr
 };
 
+// How the supervisor keeps workers alive and replaces them (times in seconds).
+struct SupervisorConfig {
+  int worker_timeout = 30;     // no heartbeat for this long: the worker is hung and gets killed
+  int ready_timeout = 30;      // a new worker must be accepting within this (reload aborts otherwise)
+  int graceful_timeout = 30;   // in-flight requests get this long to finish before SIGKILL
+  int drain_delay = 0;         // on stop, /healthcheck answers 503 this long before listeners close
+  int64_t max_requests = 0;    // recycle a worker after this many requests (0: never) ...
+  int64_t max_requests_jitter = 0;  // ... plus a random 0..jitter, so workers do not recycle together
+  int64_t max_memory_mb = 0;   // recycle a worker whose RSS exceeds this (0: never)
+};
+
 struct Config {
   std::string env = "development";  // development|production
   std::string data_dir = "/var/lib/usersd";
   std::string runtime_dir = "/run/usersd";
   int workers = 0;                  // 0 = auto (CPUs available to this process)
+  SupervisorConfig supervisor;
   bool registration_enabled = true;
   HttpConfig http;
   JwtConfig jwt;

@@ -8,6 +8,7 @@
 #include "common/jwt.hpp"
 #include "common/password.hpp"
 #include "common/user_store.hpp"
+#include "worker/serving_state.hpp"
 
 namespace usersd {
 
@@ -17,6 +18,7 @@ struct App {
   std::unique_ptr<PasswordHasher> hasher;
   JwtSettings jwt;
   int64_t started_ms = 0;
+  ServingState serving;
 };
 
 // Builds the services from a validated config, opening the store. Errc::unavailable when the store cannot open.

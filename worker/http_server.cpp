@@ -1,6 +1,9 @@
 #include "worker/http_server.hpp"
 
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -9,6 +12,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "worker/connection_stream.hpp"
 #include "worker/problem.hpp"
 #include "worker/routes.hpp"
 
@@ -67,42 +71,119 @@ std::string new_request_id() {
   return hex;
 }
 
+// Set by a handler that wants its connection closed after the response; read by the connection loop
+// on the same thread (httplib runs a request's handler on the thread that owns the connection).
+thread_local bool close_requested = false;
+
+constexpr int kDrainIdleGraceMs = 200;
+
 }  // namespace
 
-HttpServer::HttpServer(App& app) : app_(app), router_(build_router(app)) { configure(); }
+void close_connection_after_response(httplib::Response& res) {
+  res.set_header("Connection", "close");
+  close_requested = true;
+}
+
+// httplib::Server with our connection loop. Its own loop checks for shutdown only before waiting for the
+// next request, then closes without telling the client, so a client's next request on that keep-alive
+// connection would be reset. Ours says `Connection: close` on the last response instead.
+class HttpServer::Engine final : public httplib::Server {
+ public:
+  Engine(ServingState& state, int drain_event_fd) : state_(state), drain_event_fd_(drain_event_fd) {}
+
+ private:
+  bool process_and_close_socket(socket_t sock) override {
+    state_.connections.fetch_add(1);
+    ConnectionStream stream(sock, static_cast<int>(read_timeout_sec_ * 1000 + read_timeout_usec_ / 1000),
+                            static_cast<int>(write_timeout_sec_ * 1000 + write_timeout_usec_ / 1000));
+    bool ok = true;
+    for (size_t remaining = keep_alive_max_count_; remaining > 0; --remaining) {
+      if (!stream.has_buffered_bytes() && !wait_for_request(sock)) break;
+      const bool last = remaining == 1 || state_.draining.load();
+      bool client_closes = false;
+      close_requested = false;
+      state_.in_flight.fetch_add(1);
+      ok = process_request(stream, last, client_closes, nullptr);
+      state_.in_flight.fetch_sub(1);
+      if (!ok || client_closes || last || close_requested) break;
+    }
+    ::shutdown(sock, SHUT_RDWR);
+    ::close(sock);
+    state_.connections.fetch_sub(1);
+    return ok;
+  }
+
+  // Waits for the next request on an idle keep-alive connection; false means close it.
+  bool wait_for_request(int sock) const {
+    pollfd fds[2] = {{sock, POLLIN, 0}, {drain_event_fd_, POLLIN, 0}};
+    const int keep_alive_ms = static_cast<int>(keep_alive_timeout_sec_ * 1000);
+    int n;
+    do {
+      n = ::poll(fds, 2, keep_alive_ms);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) return false;  // keep-alive timeout
+    if (fds[0].revents != 0) return true;
+    // Draining: a client that just got a response may already be sending its next one; give it a moment.
+    pollfd last_chance{sock, POLLIN, 0};
+    return ::poll(&last_chance, 1, kDrainIdleGraceMs) > 0;
+  }
+
+  ServingState& state_;
+  int drain_event_fd_;
+};
+
+HttpServer::HttpServer(App& app)
+    : app_(app),
+      router_(build_router(app)),
+      drain_event_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      server_(std::make_unique<Engine>(app.serving, drain_event_fd_)) {
+  configure();
+}
+
+HttpServer::~HttpServer() {
+  server_.reset();
+  if (drain_event_fd_ >= 0) ::close(drain_event_fd_);
+}
+
+void HttpServer::begin_drain() {
+  if (app_.serving.draining.exchange(true)) return;
+  const uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(drain_event_fd_, &one, sizeof one);
+  server_->stop();
+}
 
 void HttpServer::configure() {
   const HttpConfig& http = app_.config.http;
   const int threads = http.threads;
-  server_.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-  server_.set_tcp_nodelay(true);  // without it keep-alive responses wait ~40 ms for delayed ACKs
-  server_.set_keep_alive_timeout(http.keep_alive_timeout);
-  server_.set_keep_alive_max_count(static_cast<size_t>(http.keep_alive_max_requests));
-  server_.set_read_timeout(http.read_timeout, 0);
-  server_.set_write_timeout(http.write_timeout, 0);
-  server_.set_payload_max_length(static_cast<size_t>(http.max_body_bytes));
-  server_.set_default_headers({
+  server_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  server_->set_tcp_nodelay(true);  // without it keep-alive responses wait ~40 ms for delayed ACKs
+  server_->set_keep_alive_timeout(http.keep_alive_timeout);
+  server_->set_keep_alive_max_count(static_cast<size_t>(http.keep_alive_max_requests));
+  server_->set_read_timeout(http.read_timeout, 0);
+  server_->set_write_timeout(http.write_timeout, 0);
+  server_->set_payload_max_length(static_cast<size_t>(http.max_body_bytes));
+  server_->set_default_headers({
       {"X-Content-Type-Options", "nosniff"},
       {"X-Frame-Options", "DENY"},
       {"Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"},
       {"Referrer-Policy", "no-referrer"},
       {"Cache-Control", "no-store"},
   });
-  server_.set_pre_routing_handler([this](const auto& req, auto& res) { return before_routing(req, res); });
+  server_->set_pre_routing_handler([this](const auto& req, auto& res) { return before_routing(req, res); });
   // Every method goes to one dispatcher; the Router, not httplib's regexes, decides 404 versus 405.
   const httplib::Server::Handler dispatch = [this](const auto& req, auto& res) { this->dispatch(req, res); };
-  server_.Get(".*", dispatch);
-  server_.Post(".*", dispatch);
-  server_.Put(".*", dispatch);
-  server_.Patch(".*", dispatch);
-  server_.Delete(".*", dispatch);
+  server_->Get(".*", dispatch);
+  server_->Post(".*", dispatch);
+  server_->Put(".*", dispatch);
+  server_->Patch(".*", dispatch);
+  server_->Delete(".*", dispatch);
   // Errors httplib produces itself (413, 400 on a bad request line...) get problem bodies too.
-  server_.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
+  server_->set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
     send_problem(res, res.status);
     return httplib::Server::HandlerResponse::Handled;
   }));
-  server_.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+  server_->set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
     std::string what = "unknown exception";
     try {
       if (ep) std::rethrow_exception(ep);
@@ -113,7 +194,8 @@ void HttpServer::configure() {
     spdlog::error("unhandled exception on {} {}: {}", req.method, req.path, what);
     send_problem(res, 500, "internal error");
   });
-  server_.set_logger([](const httplib::Request& req, const httplib::Response& res) {
+  server_->set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    app_.serving.requests.fetch_add(1);
     spdlog::info("{} \"{} {}\" {} {} {}", req.remote_addr, req.method, req.path, res.status, res.body.size(),
                  res.get_header_value("X-Request-Id"));
   });
@@ -171,21 +253,23 @@ void HttpServer::dispatch(const httplib::Request& req, httplib::Response& res) {
 }
 
 bool HttpServer::bind(bool reuse_port, std::string& error) {
-  server_.set_socket_options([reuse_port](socket_t sock) {
+  server_->set_socket_options([reuse_port](socket_t sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
     if (reuse_port) setsockopt(sock, SOL_SOCKET, SO_REUSEPORT, &yes, sizeof yes);
   });
   const auto& http = app_.config.http;
-  if (!server_.bind_to_port(http.bind, http.port)) {
+  if (!server_->bind_to_port(http.bind, http.port)) {
     error = "cannot listen on " + http.bind + ":" + std::to_string(http.port) + ": " + std::strerror(errno);
     return false;
   }
   return true;
 }
 
-bool HttpServer::serve() { return server_.listen_after_bind(); }
+bool HttpServer::serve() {
+  if (app_.serving.draining) return true;  // told to stop before we started
+  return server_->listen_after_bind();
+}
 
-void HttpServer::stop() { server_.stop(); }
 
 }  // namespace usersd

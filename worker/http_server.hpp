@@ -1,8 +1,10 @@
-// One worker's HTTP server: cpp-httplib configured for production, wired to the Router.
+// One worker's HTTP server: cpp-httplib configured for production, wired to the Router, with our own
+// per-connection loop so a draining worker ends keep-alive connections without resetting any request.
 #pragma once
 
 #include <httplib.h>
 
+#include <memory>
 #include <string>
 
 #include "worker/app.hpp"
@@ -13,18 +15,21 @@ namespace usersd {
 class HttpServer {
  public:
   explicit HttpServer(App& app);
+  ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  // Binds config.http.bind:port. With reuse_port, sibling workers can bind the same port (SO_REUSEPORT).
+  // Binds and listens on config.http.bind:port. With reuse_port, sibling workers share the port (SO_REUSEPORT).
   bool bind(bool reuse_port, std::string& error);
-  // Serves until stop(); returns after in-flight requests finish.
+  // Serves until begin_drain(); returns once every connection has ended.
   bool serve();
-  // Closes the listener; safe from any thread.
-  void stop();
+  // Closes the listener, answers what is in flight with Connection: close, and ends idle keep-alive
+  // connections after a short grace. Safe from any thread, idempotent.
+  void begin_drain();
   const Router& router() const { return router_; }
 
  private:
+  class Engine;
   void configure();
   httplib::Server::HandlerResponse before_routing(const httplib::Request& req, httplib::Response& res);
   void dispatch(const httplib::Request& req, httplib::Response& res);
@@ -32,7 +37,11 @@ class HttpServer {
 
   App& app_;
   Router router_;
-  httplib::Server server_;
+  int drain_event_fd_ = -1;  // becomes readable when draining starts; wakes idle connections
+  std::unique_ptr<Engine> server_;
 };
+
+// For handlers: send `Connection: close` and close this connection after the response.
+void close_connection_after_response(httplib::Response& res);
 
 }  // namespace usersd

@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include "common/time_format.hpp"
+#include "worker/http_server.hpp"
 #include "worker/openapi_document.hpp"
 #include "worker/routes.hpp"
 
@@ -10,8 +11,11 @@ namespace {
 
 void healthcheck(App& app, httplib::Response& res) {
   const bool store_ok = app.store->ping().ok();
-  send_json(res, store_ok ? 200 : 503,
-            {{"status", store_ok ? "ok" : "unavailable"},
+  const bool draining = app.serving.health_off.load();
+  // While draining, the load balancer must see us failing and drop this connection, so it deregisters us.
+  if (draining) close_connection_after_response(res);
+  send_json(res, store_ok && !draining ? 200 : 503,
+            {{"status", draining ? "draining" : store_ok ? "ok" : "unavailable"},
              {"store", store_ok ? "ok" : "unavailable"},
              {"version", USERSD_VERSION},
              {"uptimeSeconds", (now_ms() - app.started_ms) / 1000},

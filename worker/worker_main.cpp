@@ -1,34 +1,106 @@
 #include "worker/worker_main.hpp"
 
-#include <csignal>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
+#include "common/logging.hpp"
 #include "worker/app.hpp"
+#include "worker/channel.hpp"
 #include "worker/http_server.hpp"
 
 namespace usersd {
 namespace {
 
-constexpr auto kGracefulTimeout = std::chrono::seconds(30);
+using std::chrono::seconds;
+
+constexpr auto kFastExitGrace = std::chrono::milliseconds(900);
+constexpr int kHeartbeatIntervalMs = 1000;
+// The kernel sends this when the supervisor dies (PR_SET_PDEATHSIG): exit within a second, no orphans.
+constexpr int kParentDiedSignal = SIGUSR2;
 
 // Signals are blocked in every thread and taken synchronously by one watcher thread: no async-signal-safety traps.
-sigset_t stop_signals() {
+sigset_t worker_signals() {
   sigset_t set;
   sigemptyset(&set);
-  for (int sig : {SIGTERM, SIGINT, SIGQUIT}) sigaddset(&set, sig);
+  for (int sig : {SIGTERM, SIGINT, SIGQUIT, SIGUSR1, kParentDiedSignal}) sigaddset(&set, sig);
   return set;
+}
+
+// Exits the process after `grace` even if connections are still open (the caller already began draining).
+void exit_after(std::chrono::milliseconds grace, const char* why) {
+  std::thread([grace, why] {
+    std::this_thread::sleep_for(grace);
+    spdlog::warn("{}: exiting with connections still open", why);
+    spdlog::default_logger()->flush();
+    _exit(0);
+  }).detach();
+}
+
+void watch_signals(HttpServer& server, const Config& config, sigset_t signals) {
+  while (true) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGUSR1) {
+      reopen_log_file();
+      continue;
+    }
+    if (sig == SIGTERM) {
+      spdlog::info("SIGTERM: draining (closing listener, finishing in-flight requests)");
+      server.begin_drain();
+      exit_after(seconds(config.supervisor.graceful_timeout), "graceful_timeout reached");
+    } else {
+      spdlog::info("{}: fast stop", sig == kParentDiedSignal ? "supervisor is gone" : strsignal(sig));
+      server.begin_drain();
+      exit_after(kFastExitGrace, "fast stop");
+    }
+  }
+}
+
+// Supervised workers: announce readiness, heartbeat, obey health_off, and leave when the supervisor does.
+void talk_to_supervisor(HttpServer& server, ServingState& state) {
+  channel::send(channel::kChannelFd, {{"type", "ready"}});
+  while (true) {
+    pollfd pfd{channel::kChannelFd, POLLIN, 0};
+    const int n = ::poll(&pfd, 1, kHeartbeatIntervalMs);
+    if (n < 0 && errno == EINTR) continue;
+    if (n > 0) {
+      auto message = channel::receive(channel::kChannelFd);
+      if (!message) {
+        spdlog::warn("supervisor channel closed: supervisor is gone, fast stop");
+        server.begin_drain();
+        exit_after(kFastExitGrace, "supervisor gone");
+        return;
+      }
+      if (message->value("type", "") == "health_off") {
+        state.health_off = true;
+        spdlog::info("healthcheck now answers 503 (stop in progress)");
+      }
+      continue;
+    }
+    channel::send(channel::kChannelFd, {{"type", "heartbeat"},
+                                        {"requests", state.requests.load()},
+                                        {"in_flight", state.in_flight.load()},
+                                        {"connections", state.connections.load()}});
+  }
 }
 
 }  // namespace
 
 int run_worker(const Config& config, const WorkerOptions& options) {
-  const sigset_t signals = stop_signals();
+  if (options.supervised) {
+    prctl(PR_SET_PDEATHSIG, kParentDiedSignal);
+    // The supervisor may have died between fork and prctl; then we were re-parented already.
+    if (getppid() == 1) return 1;
+  }
+  const sigset_t signals = worker_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   auto app = make_app(config);
@@ -38,30 +110,25 @@ int run_worker(const Config& config, const WorkerOptions& options) {
   }
   HttpServer server(*app.value());
   std::string error;
-  if (!server.bind(options.reuse_port, error)) {
+  if (!server.bind(options.supervised, error)) {
     spdlog::critical("{}", error);
     return 1;
   }
-  if (config.jwt.secret_source == "ephemeral") {
+  if (!options.supervised && config.jwt.secret_source == "ephemeral") {
     spdlog::warn("no JWT secret configured: using an ephemeral one (tokens die with this process); "
                  "set USERSD_JWT_SECRET or jwt.secret_file");
   }
-  spdlog::info("usersd {} listening on {}:{} ({} env, store {})", USERSD_VERSION, config.http.bind, config.http.port,
-               config.env, app.value()->store->describe());
+  spdlog::info("worker {} listening on {}:{} (usersd {}, store {})", options.slot, config.http.bind, config.http.port,
+               USERSD_VERSION, app.value()->store->describe());
 
-  std::thread([&server, signals] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    spdlog::info("received {}, finishing in-flight requests", strsignal(sig));
-    server.stop();
-    std::this_thread::sleep_for(kGracefulTimeout);
-    spdlog::warn("graceful timeout reached, exiting with requests in flight");
-    _exit(0);
-  }).detach();
+  std::thread(watch_signals, std::ref(server), std::cref(config), signals).detach();
+  if (options.supervised) std::thread(talk_to_supervisor, std::ref(server), std::ref(app.value()->serving)).detach();
 
   const bool served = server.serve();
-  spdlog::info("stopped");
-  return served ? 0 : 1;
+  spdlog::info("worker {} stopped after {} requests", options.slot, app.value()->serving.requests.load());
+  spdlog::default_logger()->flush();
+  // Detached threads still reference the server: leave without running destructors.
+  _exit(served ? 0 : 1);
 }
 
 }  // namespace usersd

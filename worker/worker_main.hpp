@@ -6,10 +6,12 @@
 namespace usersd {
 
 struct WorkerOptions {
-  bool reuse_port = false;  // true when started by the supervisor next to sibling workers
+  int slot = 0;
+  bool supervised = false;  // started by the supervisor: SO_REUSEPORT, channel on fd 3, die with the parent
 };
 
-// Serves until SIGTERM/SIGINT/SIGQUIT; returns the process exit code.
+// Serves until a stop signal (TERM graceful, INT/QUIT fast) or, when supervised, until the supervisor is gone.
+// Returns the process exit code.
 int run_worker(const Config& config, const WorkerOptions& options);
 
 }  // namespace usersd
