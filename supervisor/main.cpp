@@ -3,6 +3,7 @@
 
 #include <iostream>
 
+#include "common/version.hpp"
 #include "supervisor/commands.hpp"
 
 namespace {
@@ -29,7 +30,7 @@ void add_store(CLI::App& cmd, ConfigFlags& flags) {
 
 int main(int argc, char** argv) {
   CLI::App app{"usersd: a Users API server with its own process supervisor"};
-  app.set_version_flag("--version", std::string("usersd ") + USERSD_VERSION);
+  app.set_version_flag("--version", std::string("usersd ") + usersd::version());
   app.require_subcommand(1);
 
   usersd::StartOptions start;
@@ -60,6 +61,42 @@ int main(int argc, char** argv) {
   add_config_file(*add_cmd, user_add.config);
   add_store(*add_cmd, user_add.config);
 
+  // Commands that talk to a running supervisor find it through runtime_dir (from --config / --runtime-dir).
+  auto add_runtime_flags = [](CLI::App& cmd, ConfigFlags& flags) {
+    add_config_file(cmd, flags);
+    add_override(cmd, flags, "--runtime-dir", "runtime_dir", "Directory of the supervisor's control socket");
+  };
+  ConfigFlags status_flags, reload_flags, stop_flags, scale_flags;
+  bool status_json = false, stop_fast = false;
+  std::string scale_value;
+  auto* status_cmd = app.add_subcommand("status", "Show the supervisor and its workers (like pm2 ls)");
+  add_runtime_flags(*status_cmd, status_flags);
+  status_cmd->add_flag("--json", status_json, "Print the status as JSON");
+  auto* reload_cmd = app.add_subcommand("reload", "Re-read the config and replace workers one by one, with no failed requests");
+  add_runtime_flags(*reload_cmd, reload_flags);
+  auto* stop_cmd = app.add_subcommand("stop", "Stop gracefully (drain) and wait until the supervisor is gone");
+  add_runtime_flags(*stop_cmd, stop_flags);
+  stop_cmd->add_flag("--fast", stop_fast, "Do not wait for in-flight requests");
+  auto* scale_cmd = app.add_subcommand("scale", "Set the number of workers: N, +N or -N");
+  add_runtime_flags(*scale_cmd, scale_flags);
+  scale_cmd->add_option("workers", scale_value, "N, +N or -N")->required();
+
+  // Internal: the supervisor execs this for each worker.
+  ConfigFlags worker_flags;
+  int worker_slot = 0;
+  auto* worker_cmd = app.add_subcommand("worker", "")->group("");
+  add_config_file(*worker_cmd, worker_flags);
+  worker_cmd->add_option("--slot", worker_slot);
+  worker_cmd->add_option_function<std::vector<std::string>>(
+      "--set",
+      [&worker_flags](const std::vector<std::string>& items) {
+        for (const auto& item : items) {
+          const auto eq = item.find('=');
+          if (eq != std::string::npos) worker_flags.overrides[item.substr(0, eq)] = item.substr(eq + 1);
+        }
+      },
+      "key=value config override");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -69,5 +106,10 @@ int main(int argc, char** argv) {
   if (*start_cmd) return usersd::run_start(start);
   if (*check_cmd) return usersd::run_config_check(check_flags);
   if (*add_cmd) return usersd::run_user_add(user_add);
+  if (*status_cmd) return usersd::run_status(status_flags, status_json);
+  if (*reload_cmd) return usersd::run_reload(reload_flags);
+  if (*stop_cmd) return usersd::run_stop(stop_flags, stop_fast);
+  if (*scale_cmd) return usersd::run_scale(scale_flags, scale_value);
+  if (*worker_cmd) return usersd::run_worker_command(worker_flags, worker_slot);
   return 2;
 }

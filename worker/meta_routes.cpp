@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include "common/time_format.hpp"
+#include "common/version.hpp"
 #include "worker/http_server.hpp"
 #include "worker/openapi_document.hpp"
 #include "worker/routes.hpp"
@@ -17,7 +18,7 @@ void healthcheck(App& app, httplib::Response& res) {
   send_json(res, store_ok && !draining ? 200 : 503,
             {{"status", draining ? "draining" : store_ok ? "ok" : "unavailable"},
              {"store", store_ok ? "ok" : "unavailable"},
-             {"version", USERSD_VERSION},
+             {"version", version()},
              {"uptimeSeconds", (now_ms() - app.started_ms) / 1000},
              {"pid", getpid()}});
 }

@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/logging.hpp"
+#include "common/version.hpp"
 #include "worker/app.hpp"
 #include "worker/channel.hpp"
 #include "worker/http_server.hpp"
@@ -119,7 +120,7 @@ int run_worker(const Config& config, const WorkerOptions& options) {
                  "set USERSD_JWT_SECRET or jwt.secret_file");
   }
   spdlog::info("worker {} listening on {}:{} (usersd {}, store {})", options.slot, config.http.bind, config.http.port,
-               USERSD_VERSION, app.value()->store->describe());
+               version(), app.value()->store->describe());
 
   std::thread(watch_signals, std::ref(server), std::cref(config), signals).detach();
   if (options.supervised) std::thread(talk_to_supervisor, std::ref(server), std::ref(app.value()->serving)).detach();
