@@ -378,8 +378,9 @@ json read_json_file(const std::string& path) {
     return doc;
   } catch (const json::parse_error& e) {
     // nlohmann's message carries line and column.
-    std::string what = e.what();
-    fail("config", path + ": invalid JSON: " + what.substr(what.find(':') + 2));
+    std::string what = e.what();  // "[json.exception.parse_error.101] parse error at line 3, column 14: ..."
+    const auto tail = what.find("] ");
+    fail("config", path + ": invalid JSON: " + (tail == std::string::npos ? what : what.substr(tail + 2)));
   }
 }
 

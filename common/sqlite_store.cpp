@@ -17,6 +17,7 @@
 #include <mutex>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -247,18 +248,29 @@ Status configure(sqlite3* db, const std::string& path, int busy_timeout_ms) {
   sqlite3_busy_timeout(db, busy_timeout_ms);
 
   // journal_mode answers with the mode actually in effect; anything but "wal" means readers and
-  // writers in other processes would block each other.
-  sqlite3_stmt* raw = nullptr;
-  int rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &raw, nullptr);
-  StmtHandle pragma(raw);
-  if (rc == SQLITE_OK) rc = sqlite3_step(pragma.get());
+  // writers in other processes would block each other. Switching needs an exclusive lock, and SQLite
+  // does not call the busy handler for it, so when several workers open a new file at once, retry here.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(busy_timeout_ms);
+  int rc = SQLITE_BUSY;
+  std::string mode_name;
+  while (true) {
+    sqlite3_stmt* raw = nullptr;
+    rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &raw, nullptr);
+    StmtHandle pragma(raw);
+    if (rc == SQLITE_OK) rc = sqlite3_step(pragma.get());
+    if (rc == SQLITE_ROW) {
+      const auto* mode = reinterpret_cast<const char*>(sqlite3_column_text(pragma.get(), 0));
+      mode_name = mode != nullptr ? mode : "";
+      break;
+    }
+    if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) break;
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   if (rc != SQLITE_ROW) return sqlite_error(db, rc, "enable WAL on " + path);
-  const auto* mode = reinterpret_cast<const char*>(sqlite3_column_text(pragma.get(), 0));
-  const std::string mode_name = mode != nullptr ? mode : "";
   if (mode_name != "wal") {
     return unavailable("could not switch " + path + " to WAL journal mode (still '" + mode_name + "')");
   }
-  pragma.reset();
 
   rc = sqlite3_exec(db, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;", nullptr, nullptr,
                     nullptr);

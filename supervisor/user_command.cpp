@@ -2,6 +2,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <iostream>
 
 #include "common/ids.hpp"
@@ -54,6 +55,8 @@ int run_user_add(const UserAddOptions& options) {
     for (const auto& e : errors) std::cerr << "usersd: " << e.field << ": " << e.message << "\n";
     return 1;
   }
+  std::error_code ec;
+  std::filesystem::create_directories(config->data_dir, ec);  // the first admin may come before the first start
   auto store = open_store(config->storage, 1);
   if (!store) {
     std::cerr << "usersd: cannot open store " << redact_url(config->storage.url) << ": " << store.error().message << "\n";

@@ -26,8 +26,8 @@ PasswordLengths password_lengths(const App& app) {
 }  // namespace
 
 // Shared by registration and admin creation: validate, hash, insert.
-void create_user(App& app, const httplib::Request& req, httplib::Response& res, UserOperation op) {
-  auto body = parse_json_body(req, res);
+void create_user(App& app, const RequestContext& ctx, httplib::Response& res, UserOperation op) {
+  auto body = parse_json_body(ctx.body, res);
   if (!body) return;
   UserInput input;
   if (auto errors = parse_user_input(*body, op, op == UserOperation::create, password_lengths(app), input);
@@ -76,8 +76,8 @@ std::optional<std::string> string_field(const nlohmann::json& body, const char* 
   return std::nullopt;
 }
 
-void login(App& app, const httplib::Request& req, httplib::Response& res) {
-  auto body = parse_json_body(req, res);
+void login(App& app, const RequestContext& ctx, httplib::Response& res) {
+  auto body = parse_json_body(ctx.body, res);
   if (!body) return;
   if (!body->is_object()) return send_validation_problem(res, {{"", "the request body must be a JSON object"}});
   FieldErrors errors;
@@ -117,14 +117,14 @@ void login(App& app, const httplib::Request& req, httplib::Response& res) {
 }  // namespace
 
 void add_auth_routes(Router& router, App& app) {
-  router.add({"POST", "/v1/auth/register", false, kJsonOnly, [&app](const auto& req, auto& res, auto&) {
+  router.add({"POST", "/v1/auth/register", false, kJsonOnly, [&app](const auto&, auto& res, auto& ctx) {
                 if (!app.config.registration_enabled) {
                   return send_problem(res, 403, "registration is closed; ask an administrator for an account");
                 }
-                create_user(app, req, res, UserOperation::register_self);
+                create_user(app, ctx, res, UserOperation::register_self);
               }});
   router.add({"POST", "/v1/auth/login", false, kJsonOnly,
-              [&app](const auto& req, auto& res, auto&) { login(app, req, res); }});
+              [&app](const auto&, auto& res, auto& ctx) { login(app, ctx, res); }});
 }
 
 }  // namespace usersd

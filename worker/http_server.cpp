@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "worker/connection_stream.hpp"
+#include "worker/content_negotiation.hpp"
 #include "worker/problem.hpp"
 #include "worker/routes.hpp"
 
@@ -171,12 +172,16 @@ void HttpServer::configure() {
   });
   server_->set_pre_routing_handler([this](const auto& req, auto& res) { return before_routing(req, res); });
   // Every method goes to one dispatcher; the Router, not httplib's regexes, decides 404 versus 405.
-  const httplib::Server::Handler dispatch = [this](const auto& req, auto& res) { this->dispatch(req, res); };
-  server_->Get(".*", dispatch);
-  server_->Post(".*", dispatch);
-  server_->Put(".*", dispatch);
-  server_->Patch(".*", dispatch);
-  server_->Delete(".*", dispatch);
+  // Bodies are pulled through a ContentReader so their size is bounded for chunked and unsized bodies
+  // too (httplib's own limit only covers Content-Length).
+  server_->Get(".*", [this](const auto& req, auto& res) { dispatch(req, res, nullptr); });
+  const httplib::Server::HandlerWithContentReader with_body = [this](const auto& req, auto& res, const auto& body) {
+    dispatch(req, res, &body);
+  };
+  server_->Post(".*", with_body);
+  server_->Put(".*", with_body);
+  server_->Patch(".*", with_body);
+  server_->Delete(".*", with_body);
   // Errors httplib produces itself (413, 400 on a bad request line...) get problem bodies too.
   server_->set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
@@ -206,6 +211,14 @@ httplib::Server::HandlerResponse HttpServer::before_routing(const httplib::Reque
   const std::string incoming_id = req.get_header_value("X-Request-Id");
   res.set_header("X-Request-Id", valid_request_id(incoming_id) ? incoming_id : new_request_id());
   apply_cors(app_.config.http, req, res);
+  if (req.has_header("Accept-Encoding")) {
+    // httplib picks a response coding by substring and ignores q-values; hand it only what the client accepts.
+    // The Request is httplib's own mutable object, passed to us as const.
+    auto& headers = const_cast<httplib::Request&>(req).headers;
+    const std::string accepted = accepted_encodings(req.get_header_value("Accept-Encoding"));
+    headers.erase("Accept-Encoding");
+    if (!accepted.empty()) headers.emplace("Accept-Encoding", accepted);
+  }
 
   if (req.method == "OPTIONS") {
     const auto methods = methods_for_path(router_, req.path);
@@ -243,11 +256,31 @@ void HttpServer::answer_options(const httplib::Request& req, httplib::Response& 
   res.status = 204;
 }
 
-void HttpServer::dispatch(const httplib::Request& req, httplib::Response& res) {
+void HttpServer::dispatch(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader* body) {
   const RouteMatch match = router_.match(req.method, req.path);
   if (match.route == nullptr) return send_problem(res, 404, "no such resource");  // before_routing answered already
   RequestContext ctx;
   ctx.params = match.params;
+  if (body != nullptr) {
+    const size_t limit = static_cast<size_t>(app_.config.http.max_body_bytes);
+    bool too_large = false;
+    const bool complete = (*body)([&](const char* data, size_t length) {
+      if (ctx.body.size() + length > limit) {
+        too_large = true;
+        return false;
+      }
+      ctx.body.append(data, length);
+      return true;
+    });
+    if (!complete) {
+      // The rest of the body is still unread on the socket: this connection cannot carry another request.
+      close_connection_after_response(res);
+      if (too_large || res.status == 413) {
+        return send_problem(res, 413, "the request body is larger than " + std::to_string(limit) + " bytes");
+      }
+      return send_problem(res, 400, "the request body could not be read");
+    }
+  }
   if (match.route->needs_auth && !authenticate(app_, req, res, ctx)) return;
   match.route->handler(req, res, ctx);
 }

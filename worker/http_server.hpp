@@ -32,7 +32,7 @@ class HttpServer {
   class Engine;
   void configure();
   httplib::Server::HandlerResponse before_routing(const httplib::Request& req, httplib::Response& res);
-  void dispatch(const httplib::Request& req, httplib::Response& res);
+  void dispatch(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader* body);
   void answer_options(const httplib::Request& req, httplib::Response& res, const RouteMatch& match);
 
   App& app_;

@@ -3,6 +3,7 @@
 
 #include "common/time_format.hpp"
 #include "common/version.hpp"
+#include "worker/content_negotiation.hpp"
 #include "worker/http_server.hpp"
 #include "worker/openapi_document.hpp"
 #include "worker/routes.hpp"
@@ -61,11 +62,11 @@ std::string render_docs_page(const nlohmann::json& spec) {
   return html + "</ul></body></html>";
 }
 
+// JSON unless the client ranks HTML strictly higher (browsers send "text/html,...,*/*;q=0.8").
 bool prefers_html(const httplib::Request& req) {
+  if (!req.has_header("Accept")) return false;
   const std::string accept = req.get_header_value("Accept");
-  const auto html = accept.find("text/html");
-  const auto json = accept.find("application/json");
-  return html != std::string::npos && (json == std::string::npos || html < json);
+  return quality_of(accept, "text/html") > quality_of(accept, "application/json");
 }
 
 }  // namespace

@@ -82,18 +82,23 @@ bool check_body_headers(const httplib::Request& req, httplib::Response& res, con
   return true;
 }
 
-std::optional<nlohmann::json> parse_json_body(const httplib::Request& req, httplib::Response& res) {
-  if (req.body.empty()) {
+std::optional<nlohmann::json> parse_json_body(const std::string& body, httplib::Response& res) {
+  if (body.empty()) {
     send_problem(res, 400, "a JSON request body is required");
     return std::nullopt;
   }
+  // A raw NUL is never valid JSON, and nlohmann's parser would stop at it and accept the text before it.
+  if (body.find('\0') != std::string::npos) {
+    send_problem(res, 400, "malformed JSON: NUL byte in the request body");
+    return std::nullopt;
+  }
   // Checked before parsing: nlohmann's recursive parser must never see a stack-exhausting document.
-  if (json_nesting_depth(req.body) > kMaxJsonDepth) {
+  if (json_nesting_depth(body) > kMaxJsonDepth) {
     send_problem(res, 400, "JSON nesting is deeper than " + std::to_string(kMaxJsonDepth) + " levels");
     return std::nullopt;
   }
   try {
-    return nlohmann::json::parse(req.body);
+    return nlohmann::json::parse(body);
   } catch (const nlohmann::json::parse_error& e) {
     // e.what() reads "[json.exception.parse_error.101] parse error at line 1, column 9: ..."; keep the useful tail.
     std::string what = e.what();

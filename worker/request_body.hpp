@@ -20,8 +20,8 @@ using MediaTypes = std::vector<std::string_view>;
 // Rejects Content-Encoding and unsupported Content-Type (415). Called before the body is read.
 bool check_body_headers(const httplib::Request& req, httplib::Response& res, const MediaTypes& accepted);
 
-// Parses req.body; on failure sends 400 and returns nullopt.
-std::optional<nlohmann::json> parse_json_body(const httplib::Request& req, httplib::Response& res);
+// Parses a request body; on failure sends 400 and returns nullopt.
+std::optional<nlohmann::json> parse_json_body(const std::string& body, httplib::Response& res);
 
 // Exposed for tests: the deepest array/object nesting in `text`, ignoring brackets inside strings.
 int json_nesting_depth(std::string_view text);

@@ -17,6 +17,7 @@ namespace usersd {
 
 struct RequestContext {
   std::map<std::string, std::string> params;  // path parameters by name
+  std::string body;                           // the request body, read within http.max_body_bytes
   std::optional<User> caller;                 // the authenticated user, on routes that need one
 };
 

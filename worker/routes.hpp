@@ -18,7 +18,7 @@ bool authenticate(App& app, const httplib::Request& req, httplib::Response& res,
 
 // Validates the body, hashes the password and inserts the user; answers 201 or the error.
 // Used by registration and by admins creating users.
-void create_user(App& app, const httplib::Request& req, httplib::Response& res, UserOperation operation);
+void create_user(App& app, const RequestContext& ctx, httplib::Response& res, UserOperation operation);
 
 // Sets a header replacing any value set before (httplib's set_header appends, and default headers are preset).
 void replace_header(httplib::Response& res, const std::string& name, const std::string& value);

@@ -131,7 +131,7 @@ void update_user(App& app, const httplib::Request& req, httplib::Response& res, 
                  UserOperation op) {
   auto user = load_for_write(app, req, res, ctx);
   if (!user) return;
-  auto body = parse_json_body(req, res);
+  auto body = parse_json_body(ctx.body, res);
   if (!body) return;
   UserInput input;
   const PasswordLengths lengths{app.hasher->policy().min_length, app.hasher->policy().max_length};
@@ -164,9 +164,9 @@ void add_user_routes(Router& router, App& app) {
   const MediaTypes json_only = {"application/json"};
   const MediaTypes merge_patch = {"application/merge-patch+json", "application/json"};
   router.add({"GET", "/v1/users", true, {}, [&app](const auto& req, auto& res, auto&) { list_users(app, req, res); }});
-  router.add({"POST", "/v1/users", true, json_only, [&app](const auto& req, auto& res, auto& ctx) {
+  router.add({"POST", "/v1/users", true, json_only, [&app](const auto&, auto& res, auto& ctx) {
                 if (ctx.caller->role != Role::admin) return send_problem(res, 403, "only admins can create users");
-                create_user(app, req, res, UserOperation::create);
+                create_user(app, ctx, res, UserOperation::create);
               }});
   router.add({"GET", "/v1/users/me", true, {},
               [](const auto&, auto& res, auto& ctx) { send_user(res, *ctx.caller); }});

@@ -44,19 +44,16 @@ TEST_CASE("body headers: media type, charset and encoding") {
 }
 
 TEST_CASE("parse_json_body: empty, malformed, too deep, invalid UTF-8") {
-  httplib::Request req;
   httplib::Response res;
-  CHECK_FALSE(parse_json_body(req, res).has_value());
+  CHECK_FALSE(parse_json_body("", res).has_value());
   CHECK(res.status == 400);
   for (std::string body : {std::string("{\"a\":"), std::string("{\"a\":\"\xff\"}"), std::string(33, '[') + std::string(33, ']')}) {
-    req.body = body;
     res = httplib::Response();
-    CHECK_FALSE(parse_json_body(req, res).has_value());
+    CHECK_FALSE(parse_json_body(body, res).has_value());
     CHECK(res.status == 400);
     CHECK(res.get_header_value("Content-Type") == "application/problem+json");
   }
-  req.body = std::string(32, '[') + std::string(32, ']');
-  CHECK(parse_json_body(req, res).has_value());
+  CHECK(parse_json_body(std::string(32, '[') + std::string(32, ']'), res).has_value());
 }
 
 TEST_CASE("ETags and conditional headers") {
