@@ -69,8 +69,9 @@ std::string verify(const std::string& token, int64_t now = kNow) {
   return outcome(jwt_verify(settings(), token, now));
 }
 
+// Replaces the last character with `c`, or with another letter when it already is `c`, so the token always changes.
 std::string replace_last_char(std::string s, char c) {
-  s.back() = c;
+  s.back() = s.back() == c ? static_cast<char>(c == 'A' ? 'Q' : 'A') : c;
   return s;
 }
 
