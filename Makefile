@@ -17,7 +17,7 @@ APT_PACKAGES := build-essential cmake pkg-config ca-certificates curl git \
   libspdlog-dev libfmt-dev doctest-dev libsqlite3-dev sqlite3 \
   python3 python3-venv python3-pip wrk procps iproute2
 
-.PHONY: deps build run test unit-test asan-test integration-test venv clean
+.PHONY: deps build run test unit-test asan-test integration-test venv bench clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -54,6 +54,9 @@ integration-test: build venv
 	USERSD_BIN=$(CURDIR)/$(BUILD_DIR)/usersd $(VENV)/bin/python -m pytest -q tests/integration
 
 test: deps build unit-test asan-test integration-test
+
+bench: deps build
+	bench/bench_api.sh $(BUILD_DIR)
 
 clean:
 	rm -rf $(BUILD_DIR) $(ASAN_DIR)

@@ -77,6 +77,7 @@ std::string new_request_id() {
 thread_local bool close_requested = false;
 
 constexpr int kDrainIdleGraceMs = 200;
+constexpr int kListenBacklog = 1024;  // capped by net.core.somaxconn
 
 }  // namespace
 
@@ -91,6 +92,10 @@ void close_connection_after_response(httplib::Response& res) {
 class HttpServer::Engine final : public httplib::Server {
  public:
   Engine(ServingState& state, int drain_event_fd) : state_(state), drain_event_fd_(drain_event_fd) {}
+
+  // Debian's libcpp-httplib listens with a backlog of 5 (compiled in); connection bursts (an ALB opening
+  // connections, a sibling worker being replaced) need more. listen() again just resizes the queue.
+  bool widen_backlog(int backlog) { return ::listen(svr_sock_, backlog) == 0; }
 
  private:
   bool process_and_close_socket(socket_t sock) override {
@@ -294,6 +299,10 @@ bool HttpServer::bind(bool reuse_port, std::string& error) {
   const auto& http = app_.config.http;
   if (!server_->bind_to_port(http.bind, http.port)) {
     error = "cannot listen on " + http.bind + ":" + std::to_string(http.port) + ": " + std::strerror(errno);
+    return false;
+  }
+  if (!server_->widen_backlog(kListenBacklog)) {
+    error = std::string("cannot set the listen backlog: ") + std::strerror(errno);
     return false;
   }
   return true;
