@@ -106,9 +106,8 @@ void get_user(App& app, const httplib::Request& req, httplib::Response& res, con
   send_user(res, user.value());
 }
 
-// Loads the target of a write and checks the caller may write it and the client's If-Match.
-std::optional<User> load_for_write(App& app, const httplib::Request& req, httplib::Response& res,
-                                   const RequestContext& ctx) {
+// Loads the target of a write after checking the caller may write it.
+std::optional<User> load_for_write(App& app, httplib::Response& res, const RequestContext& ctx) {
   const User& caller = *ctx.caller;
   const std::string& id = ctx.params.at("id");
   if (caller.role != Role::admin && caller.id != id) {
@@ -120,17 +119,21 @@ std::optional<User> load_for_write(App& app, const httplib::Request& req, httpli
     send_store_error(res, target.error());
     return std::nullopt;
   }
-  if (req.has_header("If-Match") && !if_match_satisfied(req.get_header_value("If-Match"), target.value())) {
-    send_problem(res, 412, "If-Match does not match the current ETag " + etag_of(target.value()));
-    return std::nullopt;
-  }
   return std::move(target).value();
+}
+
+// RFC 9110 If-Match: a stale ETag means the client would overwrite a change it has not seen.
+bool if_match_holds(const httplib::Request& req, httplib::Response& res, const User& current) {
+  if (!req.has_header("If-Match") || if_match_satisfied(req.get_header_value("If-Match"), current)) return true;
+  send_problem(res, 412, "If-Match does not match the current ETag " + etag_of(current));
+  return false;
 }
 
 void update_user(App& app, const httplib::Request& req, httplib::Response& res, const RequestContext& ctx,
                  UserOperation op) {
-  auto user = load_for_write(app, req, res, ctx);
+  auto user = load_for_write(app, res, ctx);
   if (!user) return;
+  // A malformed request is a 400 whatever its preconditions say, so the body is checked first.
   auto body = parse_json_body(ctx.body, res);
   if (!body) return;
   UserInput input;
@@ -138,6 +141,7 @@ void update_user(App& app, const httplib::Request& req, httplib::Response& res, 
   if (auto errors = parse_user_input(*body, op, ctx.caller->role == Role::admin, lengths, input); !errors.empty()) {
     return send_validation_problem(res, errors);
   }
+  if (!if_match_holds(req, res, *user)) return;
   apply_user_input(input, op, *user);
   user->updated_at_ms = now_ms();
   auto updated = app.store->update(*user);  // fails with 412 if someone wrote since we read
@@ -149,8 +153,8 @@ void update_user(App& app, const httplib::Request& req, httplib::Response& res, 
 }
 
 void delete_user(App& app, const httplib::Request& req, httplib::Response& res, const RequestContext& ctx) {
-  auto user = load_for_write(app, req, res, ctx);
-  if (!user) return;
+  auto user = load_for_write(app, res, ctx);
+  if (!user || !if_match_holds(req, res, *user)) return;
   const bool conditional = req.has_header("If-Match");
   if (auto removed = app.store->remove(user->id, conditional ? std::optional(user->version) : std::nullopt); !removed) {
     return send_store_error(res, removed.error());
