@@ -141,6 +141,8 @@ class Supervisor {
   void begin_stop(bool fast);
   void scale(const std::string& value, int client_fd);
   void answer_scale_waiters();
+  void reply_and_close(int fd, const nlohmann::json& reply);
+  void close_client(int fd);
   void queue_replacement(int slot_index, const std::string& why);
   // --- status
   int target_workers() const;
@@ -178,7 +180,11 @@ class Supervisor {
   std::optional<Clock::time_point> drain_at_;  // when stopping: SIGTERM workers at this time
   std::vector<int> stop_waiters_;
 
-  std::map<int, std::string> control_clients_;  // fd -> bytes read so far
+  struct ControlClient {
+    std::string buffer;     // bytes of the request line read so far
+    bool answered = false;  // request taken: later input is ignored, EOF still ends it
+  };
+  std::map<int, ControlClient> control_clients_;
   Clock::time_point next_sample_ = Clock::now();
   Clock::time_point next_watchdog_ = Clock::now();
   std::mt19937_64 rng_{std::random_device{}()};
@@ -367,38 +373,40 @@ void Supervisor::accept_control_client() {
     if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || (cred.uid != getuid() && cred.uid != 0)) {
       continue;
     }
-    control_clients_[fd.release()] = "";
+    control_clients_[fd.release()] = ControlClient{};
   }
+}
+
+void Supervisor::close_client(int fd) {
+  if (control_clients_.erase(fd) == 0) return;
+  for (auto* waiters : {&reload_waiters_, &scale_waiters_, &stop_waiters_}) {
+    waiters->erase(std::remove(waiters->begin(), waiters->end(), fd), waiters->end());
+  }
+  ::close(fd);
+}
+
+void Supervisor::reply_and_close(int fd, const nlohmann::json& reply) {
+  send_control_reply(fd, reply);
+  close_client(fd);
 }
 
 void Supervisor::handle_control_client(int fd) {
   char buf[4096];
   const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-  auto drop = [this, fd] {
-    control_clients_.erase(fd);
-    for (auto* waiters : {&reload_waiters_, &scale_waiters_, &stop_waiters_}) {
-      waiters->erase(std::remove(waiters->begin(), waiters->end(), fd), waiters->end());
-    }
-    ::close(fd);
-  };
-  if (n <= 0) {
-    if (n < 0 && errno == EAGAIN) return;
-    return drop();
-  }
-  std::string& pending = control_clients_[fd];
-  pending.append(buf, static_cast<size_t>(n));
-  const auto newline = pending.find('\n');
+  if (n < 0 && errno == EAGAIN) return;
+  if (n <= 0) return close_client(fd);  // the client went away (a waiting `usersd reload` interrupted, say)
+  ControlClient& client = control_clients_[fd];
+  if (client.answered) return;
+  client.buffer.append(buf, static_cast<size_t>(n));
+  const auto newline = client.buffer.find('\n');
   if (newline == std::string::npos) {
-    if (pending.size() > 4096) drop();
+    if (client.buffer.size() > 4096) close_client(fd);
     return;
   }
-  const auto request = nlohmann::json::parse(pending.substr(0, newline), nullptr, false);
-  pending = "\x01";  // answered or waiting: further input is ignored
+  client.answered = true;
+  const auto request = nlohmann::json::parse(client.buffer.substr(0, newline), nullptr, false);
   const std::string cmd = request.is_object() ? request.value("cmd", "") : "";
-  if (cmd == "status") {
-    send_control_reply(fd, status_json(Clock::now()));
-    return drop();
-  }
+  if (cmd == "status") return reply_and_close(fd, status_json(Clock::now()));
   if (cmd == "reload") return begin_reload(fd);
   if (cmd == "scale") return scale(request.value("value", ""), fd);
   if (cmd == "stop") {
@@ -406,8 +414,7 @@ void Supervisor::handle_control_client(int fd) {
     stop_waiters_.push_back(fd);  // closed when we exit: that is how `usersd stop` knows we are gone
     return begin_stop(request.value("fast", false));
   }
-  send_control_reply(fd, {{"ok", false}, {"error", "unknown command"}});
-  drop();
+  reply_and_close(fd, {{"ok", false}, {"error", "unknown command"}});
 }
 
 void Supervisor::reap_children() {
@@ -632,10 +639,7 @@ void Supervisor::fail_replacement(int slot_index, const std::string& why) {
 
 void Supervisor::begin_reload(int client_fd) {
   if (stopping_) {
-    if (client_fd >= 0) {
-      send_control_reply(client_fd, {{"ok", false}, {"error", "stopping"}});
-      handle_control_client(client_fd);
-    }
+    if (client_fd >= 0) reply_and_close(client_fd, {{"ok", false}, {"error", "stopping"}});
     return;
   }
   if (client_fd >= 0) reload_waiters_.push_back(client_fd);
@@ -678,12 +682,7 @@ void Supervisor::finish_reload(bool ok, const std::string& message) {
     reply["error"] = message;
   }
   notifier_.notify("READY=1\nSTATUS=" + std::to_string(slots_.size()) + " workers online");
-  for (int fd : reload_waiters_) {
-    send_control_reply(fd, reply);
-    control_clients_.erase(fd);
-    ::close(fd);
-  }
-  reload_waiters_.clear();
+  for (int fd : std::vector<int>(reload_waiters_)) reply_and_close(fd, reply);
 }
 
 void Supervisor::scale(const std::string& value, int client_fd) {
@@ -698,11 +697,7 @@ void Supervisor::scale(const std::string& value, int client_fd) {
   }
   if (stopping_ || next < 1 || next > 1024) {
     const std::string error = stopping_ ? "stopping" : "workers must end up between 1 and 1024 (got " + value + ")";
-    if (client_fd >= 0) {
-      send_control_reply(client_fd, {{"ok", false}, {"error", error}});
-      control_clients_.erase(client_fd);
-      ::close(client_fd);
-    }
+    if (client_fd >= 0) reply_and_close(client_fd, {{"ok", false}, {"error", error}});
     return;
   }
   spdlog::info("scaling from {} to {} workers", target_, next);
@@ -717,12 +712,7 @@ void Supervisor::answer_scale_waiters() {
   for (const auto& [pid, w] : workers_) {
     if (w.state == WorkerState::draining) return;  // scale down is done when the drained workers are gone
   }
-  for (int fd : scale_waiters_) {
-    send_control_reply(fd, {{"ok", true}, {"workers", slots_.size()}});
-    control_clients_.erase(fd);
-    ::close(fd);
-  }
-  scale_waiters_.clear();
+  for (int fd : std::vector<int>(scale_waiters_)) reply_and_close(fd, {{"ok", true}, {"workers", slots_.size()}});
 }
 
 void Supervisor::begin_stop(bool fast) {
@@ -735,11 +725,7 @@ void Supervisor::begin_stop(bool fast) {
     for (auto& slot : slots_) slot.restart_at.reset();
     replace_queue_.clear();
     finish_reload(false, "stopping");
-    for (int fd : scale_waiters_) {
-      control_clients_.erase(fd);
-      ::close(fd);
-    }
-    scale_waiters_.clear();
+    for (int fd : std::vector<int>(scale_waiters_)) reply_and_close(fd, {{"ok", false}, {"error", "stopping"}});
   }
   if (fast) {
     spdlog::info("fast stop: stopping {} workers now", workers_.size());
@@ -861,9 +847,7 @@ nlohmann::json Supervisor::status_json(Clock::time_point now) const {
 void Supervisor::cleanup() {
   spdlog::info("supervisor exiting (code {})", exit_code_);
   if (!control_path_.empty()) ::unlink(control_path_.c_str());
-  for (const auto& [fd, _] : control_clients_) ::close(fd);
-  control_clients_.clear();
-  stop_waiters_.clear();
+  while (!control_clients_.empty()) close_client(control_clients_.begin()->first);
   pidfile_.reset();
   report_startup("error: stopped during start-up");
   spdlog::default_logger()->flush();
