@@ -787,11 +787,12 @@ std::string Supervisor::slot_state(const Slot& slot) const {
 
 nlohmann::json Supervisor::status_json(Clock::time_point now) const {
   auto worker_json = [&](const Worker& w) {
+    const auto live = sample_process(w.pid);  // RSS as of now; CPU % comes from the once-a-second samples
     return nlohmann::json{{"pid", w.pid},
                           {"state", state_name(w.state)},
                           {"uptime_s", static_cast<int64_t>(seconds_since(w.started, now))},
                           {"cpu_percent", std::round(w.cpu * 10) / 10},
-                          {"rss_bytes", w.sample ? w.sample->rss_bytes : 0},
+                          {"rss_bytes", live ? live->rss_bytes : 0},
                           {"requests", w.requests},
                           {"in_flight", w.in_flight},
                           {"connections", w.connections}};
