@@ -50,8 +50,13 @@ $(VENV)/.installed: tests/integration/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/integration/requirements.txt
 	touch $@
 
+# The integration suite runs in a private network namespace: loopback only, nothing it binds can clash
+# with the host, and net.ipv4.tcp_migrate_req=1 as on our AMI (queued connections of a closing
+# SO_REUSEPORT listener move to a sibling) without changing the host's own setting. Needs root.
 integration-test: build venv
-	USERSD_BIN=$(CURDIR)/$(BUILD_DIR)/usersd $(VENV)/bin/python -m pytest -q tests/integration
+	@command -v unshare >/dev/null || { echo "integration-test: unshare (util-linux) is required" >&2; exit 1; }
+	unshare --net sh -c 'ip link set lo up && sysctl -q -w net.ipv4.tcp_migrate_req=1 && \
+	  USERSD_BIN=$(CURDIR)/$(BUILD_DIR)/usersd $(VENV)/bin/python -m pytest -q tests/integration'
 
 test: deps build unit-test asan-test integration-test
 

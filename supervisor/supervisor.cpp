@@ -65,6 +65,7 @@ struct Worker {
   Clock::time_point last_heartbeat;
   std::optional<Clock::time_point> kill_at;  // SIGKILL deadline once asked to go
   bool abort_sent = false;
+  bool listening = true;  // until the worker reports its listener closed (or exits)
   uint64_t requests = 0;
   int in_flight = 0;
   int connections = 0;
@@ -137,6 +138,7 @@ class Supervisor {
   void retire(pid_t pid, int signal, Clock::duration grace);
   void begin_reload(int client_fd);
   void finish_reload(bool ok, const std::string& message);
+  bool old_listeners_open() const;
   void fail_replacement(int slot_index, const std::string& why);
   void begin_stop(bool fast);
   void scale(const std::string& value, int client_fd);
@@ -251,8 +253,10 @@ int Supervisor::run() {
   manage_workers(now);
 
   while (!(stopping_ && workers_.empty())) {
+    // Which fd belongs to whom is fixed before poll(): handlers below may add or drop clients and workers.
     std::vector<pollfd> fds = {{signals_.get(), POLLIN, 0}, {control_.get(), POLLIN, 0}};
     for (const auto& [fd, _] : control_clients_) fds.push_back({fd, POLLIN, 0});
+    const size_t clients_end = fds.size();
     std::vector<pid_t> channel_owner;
     for (const auto& [pid, w] : workers_) {
       if (!w.channel.valid()) continue;
@@ -265,17 +269,14 @@ int Supervisor::run() {
       break;
     }
     if (n > 0) {
-      if (fds[0].revents) handle_signal();
-      if (fds[1].revents) accept_control_client();
-      const size_t clients_end = 2 + control_clients_.size();
-      std::vector<int> ready_clients;
-      for (size_t i = 2; i < clients_end; ++i) {
-        if (fds[i].revents) ready_clients.push_back(fds[i].fd);
-      }
-      for (int fd : ready_clients) handle_control_client(fd);
       for (size_t i = clients_end; i < fds.size(); ++i) {
         if (fds[i].revents) handle_channel(channel_owner[i - clients_end]);
       }
+      for (size_t i = 2; i < clients_end; ++i) {
+        if (fds[i].revents && control_clients_.count(fds[i].fd)) handle_control_client(fds[i].fd);
+      }
+      if (fds[1].revents) accept_control_client();
+      if (fds[0].revents) handle_signal();
     }
     reap_children();
     tick(Clock::now());
@@ -328,6 +329,12 @@ void Supervisor::handle_channel(pid_t pid) {
   const auto now = Clock::now();
   w->last_heartbeat = now;
   const std::string type = message->value("type", "");
+  if (type == "listener_closed") {
+    w->listening = false;
+    if (reloading_ && replace_queue_.empty() && replacing_slot_ < 0) finish_reload(true, "");
+    answer_scale_waiters();
+    return;
+  }
   if (type == "heartbeat") {
     w->requests = message->value("requests", uint64_t{0});
     w->in_flight = message->value("in_flight", 0);
@@ -345,7 +352,7 @@ void Supervisor::handle_channel(pid_t pid) {
     spdlog::info("worker {} (pid {}) ready in {:.0f} ms, replacing pid {}", w->slot, pid,
                  seconds_since(w->started, now) * 1000, old);
     if (old != 0) retire(old, SIGTERM, seconds(config_.supervisor.graceful_timeout));
-    if (replace_queue_.empty() && reloading_) finish_reload(true, "");
+    if (replace_queue_.empty() && reloading_) finish_reload(true, "");  // done once old listeners are closed
   } else {
     spdlog::info("worker {} (pid {}) ready in {:.0f} ms", w->slot, pid, seconds_since(w->started, now) * 1000);
   }
@@ -435,6 +442,7 @@ void Supervisor::on_worker_exit(pid_t pid, int status) {
   const auto now = Clock::now();
   if (w.state == WorkerState::draining) {
     spdlog::info("worker {} (pid {}) finished ({}), served {} requests", w.slot, pid, how, w.requests);
+    if (reloading_ && replace_queue_.empty() && replacing_slot_ < 0) finish_reload(true, "");
     answer_scale_waiters();
     return;
   }
@@ -669,8 +677,16 @@ void Supervisor::begin_reload(int client_fd) {
   for (size_t i = 0; i < slots_.size(); ++i) queue_replacement(static_cast<int>(i), "reload");
 }
 
+bool Supervisor::old_listeners_open() const {
+  return std::any_of(workers_.begin(), workers_.end(), [](const auto& entry) {
+    return entry.second.state == WorkerState::draining && entry.second.listening;
+  });
+}
+
 void Supervisor::finish_reload(bool ok, const std::string& message) {
   if (!reloading_) return;
+  // "Reloaded" means only the new build accepts connections: wait until every old listener is closed.
+  if (ok && old_listeners_open()) return;
   reloading_ = false;
   const auto ms = std::chrono::duration_cast<milliseconds>(Clock::now() - reload_started_).count();
   nlohmann::json reply = {{"ok", ok}};

@@ -75,6 +75,14 @@ std::string new_request_id() {
 // Set by a handler that wants its connection closed after the response; read by the connection loop
 // on the same thread (httplib runs a request's handler on the thread that owns the connection).
 thread_local bool close_requested = false;
+// Set when the current request's body was read. A body left unread (a request refused before its body
+// was needed: 404, 405, 415, or a GET with a body) would be parsed as the next request on the connection.
+thread_local bool body_consumed = false;
+
+bool declares_body(const httplib::Request& req) {
+  return req.has_header("Transfer-Encoding") ||
+         (req.has_header("Content-Length") && req.get_header_value("Content-Length") != "0");
+}
 
 constexpr int kDrainIdleGraceMs = 200;
 constexpr int kListenBacklog = 1024;  // capped by net.core.somaxconn
@@ -108,6 +116,7 @@ class HttpServer::Engine final : public httplib::Server {
       const bool last = remaining == 1 || state_.draining.load();
       bool client_closes = false;
       close_requested = false;
+      body_consumed = false;
       state_.in_flight.fetch_add(1);
       ok = process_request(stream, last, client_closes, nullptr);
       state_.in_flight.fetch_sub(1);
@@ -152,10 +161,12 @@ HttpServer::~HttpServer() {
 }
 
 void HttpServer::begin_drain() {
-  if (app_.serving.draining.exchange(true)) return;
+  if (draining_started_.exchange(true)) return;
+  // Listener first: a client told to reconnect must not land on this worker's closing listener again.
+  server_->stop();
+  app_.serving.draining = true;
   const uint64_t one = 1;
   [[maybe_unused]] auto n = ::write(drain_event_fd_, &one, sizeof one);
-  server_->stop();
 }
 
 void HttpServer::configure() {
@@ -174,6 +185,14 @@ void HttpServer::configure() {
       {"Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"},
       {"Referrer-Policy", "no-referrer"},
       {"Cache-Control", "no-store"},
+  });
+  // Runs just before each response's headers go out. Connection: close when draining (even for a request
+  // that arrived earlier) and when the request's body was never read.
+  server_->set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (!app_.serving.draining && (body_consumed || !declares_body(req))) return;
+    res.headers.erase("Keep-Alive");
+    res.headers.erase("Connection");
+    close_connection_after_response(res);
   });
   server_->set_pre_routing_handler([this](const auto& req, auto& res) { return before_routing(req, res); });
   // Every method goes to one dispatcher; the Router, not httplib's regexes, decides 404 versus 405.
@@ -277,6 +296,7 @@ void HttpServer::dispatch(const httplib::Request& req, httplib::Response& res, c
       ctx.body.append(data, length);
       return true;
     });
+    body_consumed = complete;
     if (!complete) {
       // The rest of the body is still unread on the socket: this connection cannot carry another request.
       close_connection_after_response(res);

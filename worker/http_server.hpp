@@ -4,6 +4,7 @@
 
 #include <httplib.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -38,6 +39,7 @@ class HttpServer {
   App& app_;
   Router router_;
   int drain_event_fd_ = -1;  // becomes readable when draining starts; wakes idle connections
+  std::atomic<bool> draining_started_{false};
   std::unique_ptr<Engine> server_;
 };
 

@@ -45,7 +45,22 @@ void exit_after(std::chrono::milliseconds grace, const char* why) {
   }).detach();
 }
 
-void watch_signals(HttpServer& server, const Config& config, sigset_t signals) {
+// Sends the counters; also the last word of a worker that is about to exit.
+void send_heartbeat(const ServingState& state) {
+  channel::send(channel::kChannelFd, {{"type", "heartbeat"},
+                                      {"requests", state.requests.load()},
+                                      {"in_flight", state.in_flight.load()},
+                                      {"connections", state.connections.load()}});
+}
+
+// Begins draining; a supervised worker then tells the supervisor its listener is closed, which is what
+// `usersd reload` waits for before it reports the new build as the only one serving.
+void drain(HttpServer& server, bool supervised) {
+  server.begin_drain();
+  if (supervised) channel::send(channel::kChannelFd, {{"type", "listener_closed"}});
+}
+
+void watch_signals(HttpServer& server, const Config& config, sigset_t signals, bool supervised) {
   while (true) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
@@ -55,11 +70,11 @@ void watch_signals(HttpServer& server, const Config& config, sigset_t signals) {
     }
     if (sig == SIGTERM) {
       spdlog::info("SIGTERM: draining (closing listener, finishing in-flight requests)");
-      server.begin_drain();
+      drain(server, supervised);
       exit_after(seconds(config.supervisor.graceful_timeout), "graceful_timeout reached");
     } else {
       spdlog::info("{}: fast stop", sig == kParentDiedSignal ? "supervisor is gone" : strsignal(sig));
-      server.begin_drain();
+      drain(server, supervised);
       exit_after(kFastExitGrace, "fast stop");
     }
   }
@@ -86,10 +101,7 @@ void talk_to_supervisor(HttpServer& server, ServingState& state) {
       }
       continue;
     }
-    channel::send(channel::kChannelFd, {{"type", "heartbeat"},
-                                        {"requests", state.requests.load()},
-                                        {"in_flight", state.in_flight.load()},
-                                        {"connections", state.connections.load()}});
+    send_heartbeat(state);
   }
 }
 
@@ -122,10 +134,11 @@ int run_worker(const Config& config, const WorkerOptions& options) {
   spdlog::info("worker {} listening on {}:{} (usersd {}, store {})", options.slot, config.http.bind, config.http.port,
                version(), app.value()->store->describe());
 
-  std::thread(watch_signals, std::ref(server), std::cref(config), signals).detach();
+  std::thread(watch_signals, std::ref(server), std::cref(config), signals, options.supervised).detach();
   if (options.supervised) std::thread(talk_to_supervisor, std::ref(server), std::ref(app.value()->serving)).detach();
 
   const bool served = server.serve();
+  if (options.supervised) send_heartbeat(app.value()->serving);
   spdlog::info("worker {} stopped after {} requests", options.slot, app.value()->serving.requests.load());
   spdlog::default_logger()->flush();
   // Detached threads still reference the server: leave without running destructors.
