@@ -24,3 +24,40 @@ std::string format_rfc3339_ms(int64_t epoch_ms) {
 }
 
 }  // namespace usersd
+
+namespace usersd {
+
+std::optional<int64_t> parse_rfc3339_ms(std::string_view text) {
+  int year, month, day, hour, minute, second, consumed = 0;
+  const std::string s(text);
+  if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &year, &month, &day, &hour, &minute, &second, &consumed) != 6 ||
+      consumed != 19) {
+    return std::nullopt;
+  }
+  std::string_view rest = text.substr(19);
+  int millis = 0;
+  if (!rest.empty() && rest.front() == '.') {
+    rest.remove_prefix(1);
+    int digits = 0;
+    while (!rest.empty() && rest.front() >= '0' && rest.front() <= '9') {
+      if (digits < 3) millis = millis * 10 + (rest.front() - '0');
+      ++digits;
+      rest.remove_prefix(1);
+    }
+    if (digits == 0) return std::nullopt;
+    for (int i = digits; i < 3; ++i) millis *= 10;
+  }
+  if (rest != "Z" || month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
+    return std::nullopt;
+  }
+  std::tm tm{};
+  tm.tm_year = year - 1900;
+  tm.tm_mon = month - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  tm.tm_min = minute;
+  tm.tm_sec = second;
+  return static_cast<int64_t>(timegm(&tm)) * 1000 + millis;
+}
+
+}  // namespace usersd

@@ -665,6 +665,7 @@ def _assert_unavailable(server):
     assert "usersd.db" not in r.text and str(server.tmp) not in r.text  # no file names leak
 
 
+@pytest.mark.sqlite_only
 def test_healthcheck_503_when_database_file_deleted(server):
     assert requests.get(server.url("/healthcheck"), timeout=10).status_code == 200
     for suffix in ("", "-wal", "-shm"):
@@ -672,6 +673,7 @@ def test_healthcheck_503_when_database_file_deleted(server):
     _assert_unavailable(server)
 
 
+@pytest.mark.sqlite_only
 def test_healthcheck_503_when_database_file_replaced(server):
     assert requests.get(server.url("/healthcheck"), timeout=10).status_code == 200
     replacement = server.db_path.with_name("replacement.db")

@@ -34,11 +34,17 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         self.db_path = tmp / "data" / "usersd.db"
         self.store_url = f"sqlite://{self.db_path}"
+        # USERSD_TEST_STORE=mongodb (set by conftest's --store option) runs the same tests on MongoDB:
+        # each server gets its own database on the session's FerretDB.
+        if os.environ.get("USERSD_TEST_STORE") == "mongodb":
+            base = os.environ["USERSD_TEST_MONGODB_URL"]
+            self.store_url = f"{base}usersd_{self.port}_{int(time.time() * 1000) % 10**9}"
         cfg = {
             "env": "development",
             "data_dir": str(tmp / "data"),
             "runtime_dir": str(tmp / "run"),
             "http": {"bind": "127.0.0.1", "port": self.port},
+            "storage": {"url": self.store_url},
             "log": {"level": "info"},
         }
         for key, value in (config or {}).items():
