@@ -1,5 +1,6 @@
 #include "common/store_factory.hpp"
 
+#include "common/mongo_store.hpp"
 #include "common/sqlite_store.hpp"
 
 namespace usersd {
@@ -12,7 +13,14 @@ Result<std::unique_ptr<UserStore>> open_store(const StorageConfig& storage, int 
     options.pool_size = concurrency;
     return open_sqlite_store(options);
   }
-  return Error{Errc::unavailable, "storage.url: the MongoDB store is not part of this build yet; use sqlite://"};
+  if (storage.url.rfind("mongodb://", 0) == 0 || storage.url.rfind("mongodb+srv://", 0) == 0) {
+    MongoOptions options;
+    options.url = storage.url;
+    options.pool_size = concurrency;  // one pooled client per thread that may use the store at once
+    return open_mongo_store(options);
+  }
+  return Error{Errc::unavailable, "storage.url: unsupported scheme in " + redact_url(storage.url) +
+                                      "; use sqlite://, mongodb:// or mongodb+srv://"};
 }
 
 }  // namespace usersd
