@@ -53,7 +53,12 @@ json defaults_document() {
        {{"memlimit_kib", d.password.memlimit_kib},
         {"opslimit", d.password.opslimit},
         {"max_concurrent_hashes", d.password.max_concurrent_hashes}}},
-      {"storage", {{"url", d.storage.url}, {"busy_timeout_ms", d.storage.busy_timeout_ms}}},
+      {"storage",
+       {{"url", d.storage.url},
+        {"busy_timeout_ms", d.storage.busy_timeout_ms},
+        {"server_selection_timeout_ms", d.storage.server_selection_timeout_ms},
+        {"connect_timeout_ms", d.storage.connect_timeout_ms},
+        {"socket_timeout_ms", d.storage.socket_timeout_ms}}},
       {"log", {{"level", d.log.level}, {"file", d.log.file}}},
   };
 }
@@ -256,6 +261,9 @@ std::string absolute(const std::string& path) {
 
 void read_storage(const Reader& r, Config& c) {
   c.storage.busy_timeout_ms = static_cast<int>(r.integer("storage.busy_timeout_ms", 0, 600000));
+  c.storage.server_selection_timeout_ms = static_cast<int>(r.integer("storage.server_selection_timeout_ms", 100, 120000));
+  c.storage.connect_timeout_ms = static_cast<int>(r.integer("storage.connect_timeout_ms", 100, 120000));
+  c.storage.socket_timeout_ms = static_cast<int>(r.integer("storage.socket_timeout_ms", 100, 600000));
   std::string url = r.string("storage.url");
   if (url.empty()) url = "sqlite://" + c.data_dir + "/usersd.db";
   if (url.rfind("sqlite://", 0) == 0) {
@@ -468,7 +476,12 @@ nlohmann::json config_to_redacted_json(const Config& c) {
        {{"memlimit_kib", c.password.memlimit_kib},
         {"opslimit", c.password.opslimit},
         {"max_concurrent_hashes", c.password.max_concurrent_hashes}}},
-      {"storage", {{"url", redact_url(c.storage.url)}, {"busy_timeout_ms", c.storage.busy_timeout_ms}}},
+      {"storage",
+       {{"url", redact_url(c.storage.url)},
+        {"busy_timeout_ms", c.storage.busy_timeout_ms},
+        {"server_selection_timeout_ms", c.storage.server_selection_timeout_ms},
+        {"connect_timeout_ms", c.storage.connect_timeout_ms},
+        {"socket_timeout_ms", c.storage.socket_timeout_ms}}},
       {"log", {{"level", c.log.level}, {"file", c.log.file}}},
   };
 }

@@ -42,7 +42,11 @@ struct PasswordConfig {
 
 struct StorageConfig {
   std::string url;           // sqlite:///abs/path.db | mongodb://... ; default: sqlite under data_dir
-  int busy_timeout_ms = 5000;
+  int busy_timeout_ms = 5000;       // SQLite: wait this long for another process's write lock
+  // MongoDB, used when the URL does not set them: a request never waits the driver's 30 s defaults.
+  int server_selection_timeout_ms = 2000;
+  int connect_timeout_ms = 2000;
+  int socket_timeout_ms = 5000;
 };
 
 struct LogConfig {

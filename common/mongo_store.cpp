@@ -498,6 +498,36 @@ class MongoStore final : public UserStore {
     });
   }
 
+  Result<User> put(const User& user) override {
+    return guarded<User>("put user", [&]() -> Result<User> {
+      const auto oid = parse_id(user.id);
+      if (!oid) return Error{Errc::invalid, "put user: id is not 24 lowercase hex digits"};
+      Bson filter, doc, opts;
+      if (!Builder(filter.get()).oid(kFieldId, *oid).ok()) return too_large("put user");
+      Builder b(doc.get());
+      b.oid(kFieldId, *oid);
+      append_user_fields(b, user);
+      b.int64(kFieldVersion, user.version);
+      if (!b.ok() || !bson_append_bool(opts.get(), "upsert", -1, true)) return too_large("put user");
+
+      auto session = open_session("put user");
+      if (!session) return session.error();
+      Bson reply;
+      bson_error_t error;
+      if (!mongoc_collection_replace_one(session.value()->users(), filter.get(), doc.get(), opts.get(), reply.get(),
+                                         &error)) {
+        // As in update: the only unique key that can clash is the email (the _id is the filter).
+        if (is_duplicate_key(error, reply.get())) return email_taken();
+        if (is_server_reply(error)) {
+          auto owner = find_one_by_email(session.value()->users(), user.email_normalized, "put user");
+          if (owner.ok() && owner.value().id != user.id) return email_taken();
+        }
+        return fail("put user", error, reply.get());
+      }
+      return user;
+    });
+  }
+
   Result<User> find_by_id(std::string_view id) override {
     return guarded<User>("find user by id", [&]() -> Result<User> {
       const auto oid = parse_id(id);

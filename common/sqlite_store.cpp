@@ -58,6 +58,13 @@ constexpr int kSchemaVersion = static_cast<int>(kMigrations.size());
 
 constexpr const char* kInsertUser = "INSERT INTO users (" USERSD_USER_COLUMNS
                                     ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+constexpr const char* kPutUser =
+    "INSERT INTO users (" USERSD_USER_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET email = excluded.email, email_normalized = excluded.email_normalized, "
+    "first_name = excluded.first_name, last_name = excluded.last_name, phone = excluded.phone, "
+    "country = excluded.country, state = excluded.state, role = excluded.role, "
+    "password_hash = excluded.password_hash, created_at_ms = excluded.created_at_ms, "
+    "updated_at_ms = excluded.updated_at_ms, version = excluded.version";
 constexpr const char* kSelectById = "SELECT " USERSD_USER_COLUMNS " FROM users WHERE id = ?";
 constexpr const char* kSelectByEmail =
     "SELECT " USERSD_USER_COLUMNS " FROM users WHERE email_normalized = ?";
@@ -498,8 +505,9 @@ Result<User> find_one(Connection& conn, const char* sql, std::string_view key, s
   return std::move(rows.value().front());
 }
 
-Result<User> insert_user(Connection& conn, const User& user) {
-  auto stmt = conn.statement(kInsertUser);
+// Binds every column of `user` to `sql` (kInsertUser or kPutUser) and runs it.
+Result<User> write_user(Connection& conn, const char* sql, const User& user) {
+  auto stmt = conn.statement(sql);
   if (!stmt) return stmt.error();
   stmt.value()
       .bind_text(user.id)
@@ -515,7 +523,7 @@ Result<User> insert_user(Connection& conn, const User& user) {
       .bind_int(user.created_at_ms)
       .bind_int(user.updated_at_ms)
       .bind_int(user.version);
-  auto changed = execute_write(stmt.value(), "insert user");
+  auto changed = execute_write(stmt.value(), sql == kPutUser ? "put user" : "insert user");
   if (!changed) return changed.error();
   return user;
 }
@@ -676,7 +684,10 @@ class SqliteStore final : public UserStore {
       : path_(std::move(path)), identity_(identity), pool_(std::move(connections), max_wait) {}
 
   Result<User> create(const User& user) override {
-    return with_connection<User>("create user", [&](Connection& c) { return insert_user(c, user); });
+    return with_connection<User>("create user", [&](Connection& c) { return write_user(c, kInsertUser, user); });
+  }
+  Result<User> put(const User& user) override {
+    return with_connection<User>("put user", [&](Connection& c) { return write_user(c, kPutUser, user); });
   }
   Result<User> find_by_id(std::string_view id) override {
     return with_connection<User>("find user by id", [&](Connection& c) {

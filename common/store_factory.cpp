@@ -17,6 +17,9 @@ Result<std::unique_ptr<UserStore>> open_store(const StorageConfig& storage, int 
     MongoOptions options;
     options.url = storage.url;
     options.pool_size = concurrency;  // one pooled client per thread that may use the store at once
+    options.server_selection_timeout_ms = storage.server_selection_timeout_ms;
+    options.connect_timeout_ms = storage.connect_timeout_ms;
+    options.socket_timeout_ms = storage.socket_timeout_ms;
     return open_mongo_store(options);
   }
   return Error{Errc::unavailable, "storage.url: unsupported scheme in " + redact_url(storage.url) +

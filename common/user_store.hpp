@@ -44,6 +44,9 @@ class UserStore {
   // the stored (and returned) version becomes user.version + 1.
   // Errc::not_found, Errc::precondition_failed (version moved), Errc::conflict (email taken).
   virtual Result<User> update(const User& user) = 0;
+  // Inserts user.id, or replaces it, keeping every field exactly as given (version and timestamps too):
+  // what `usersd import` needs to be lossless and idempotent. Errc::conflict when another id has the email.
+  virtual Result<User> put(const User& user) = 0;
   // Deletes user id; when expected_version is set, only if it still matches.
   virtual Status remove(std::string_view id, std::optional<int64_t> expected_version) = 0;
   // Cheap round trip proving the store answers (for /healthcheck).

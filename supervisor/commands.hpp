@@ -33,6 +33,8 @@ int run_status(const ConfigFlags& flags, bool as_json);
 int run_reload(const ConfigFlags& flags);
 int run_stop(const ConfigFlags& flags, bool fast);
 int run_scale(const ConfigFlags& flags, const std::string& value);
+int run_export(const ConfigFlags& flags);
+int run_import(const ConfigFlags& flags);
 int run_config_check(const ConfigFlags& flags);
 int run_user_add(const UserAddOptions& options);
 

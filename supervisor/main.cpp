@@ -3,6 +3,7 @@
 
 #include <iostream>
 
+#include "common/logging.hpp"
 #include "common/version.hpp"
 #include "supervisor/commands.hpp"
 
@@ -29,6 +30,11 @@ void add_store(CLI::App& cmd, ConfigFlags& flags) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Until a command sets up its own logging, log lines (e.g. from the MongoDB driver) go to stderr:
+  // stdout belongs to the command's output (`usersd export > users.jsonl`).
+  usersd::LogConfig cli_log;
+  cli_log.level = "warn";
+  usersd::setup_logging(cli_log, "cli");
   CLI::App app{"usersd: a Users API server with its own process supervisor"};
   app.set_version_flag("--version", std::string("usersd ") + usersd::version());
   app.require_subcommand(1);
@@ -81,6 +87,14 @@ int main(int argc, char** argv) {
   add_runtime_flags(*scale_cmd, scale_flags);
   scale_cmd->add_option("workers", scale_value, "N, +N or -N")->required();
 
+  ConfigFlags export_flags, import_flags;
+  auto* export_cmd = app.add_subcommand("export", "Write every user (hashes, ids, timestamps included) as JSON lines to stdout");
+  add_config_file(*export_cmd, export_flags);
+  add_store(*export_cmd, export_flags);
+  auto* import_cmd = app.add_subcommand("import", "Read users written by `usersd export` from stdin (validated first, idempotent)");
+  add_config_file(*import_cmd, import_flags);
+  add_store(*import_cmd, import_flags);
+
   // Internal: the supervisor execs this for each worker.
   ConfigFlags worker_flags;
   int worker_slot = 0;
@@ -110,6 +124,8 @@ int main(int argc, char** argv) {
   if (*reload_cmd) return usersd::run_reload(reload_flags);
   if (*stop_cmd) return usersd::run_stop(stop_flags, stop_fast);
   if (*scale_cmd) return usersd::run_scale(scale_flags, scale_value);
+  if (*export_cmd) return usersd::run_export(export_flags);
+  if (*import_cmd) return usersd::run_import(import_flags);
   if (*worker_cmd) return usersd::run_worker_command(worker_flags, worker_slot);
   return 2;
 }

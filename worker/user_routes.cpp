@@ -14,6 +14,8 @@ namespace {
 constexpr int kDefaultLimit = 20;
 constexpr int kMaxLimit = 100;
 constexpr int64_t kMaxPage = 1000000;
+// Read-modify-write rounds for an update without If-Match that keeps losing races; then 412 after all.
+constexpr int kUnconditionalWriteAttempts = 8;
 
 // --- listing -------------------------------------------------------------------------------------------
 
@@ -142,14 +144,23 @@ void update_user(App& app, const httplib::Request& req, httplib::Response& res, 
     return send_validation_problem(res, errors);
   }
   if (!if_match_holds(req, res, *user)) return;
-  apply_user_input(input, op, *user);
-  user->updated_at_ms = now_ms();
-  auto updated = app.store->update(*user);  // fails with 412 if someone wrote since we read
-  if (!updated) {
-    if (updated.error().code == Errc::conflict) return send_problem(res, 409, "a user with this email already exists");
-    return send_store_error(res, updated.error());
+  // The store writes only if the version is still the one we read. With If-Match the client asked for
+  // exactly that (412 otherwise); without it, another writer got in first, so apply the change again
+  // to the fresh record instead of failing a request that set no precondition.
+  const bool conditional = req.has_header("If-Match");
+  for (int attempt = 1;; ++attempt) {
+    apply_user_input(input, op, *user);
+    user->updated_at_ms = now_ms();
+    auto updated = app.store->update(*user);
+    if (updated) return send_user(res, updated.value());
+    const Error& error = updated.error();
+    if (error.code == Errc::conflict) return send_problem(res, 409, "a user with this email already exists");
+    if (error.code != Errc::precondition_failed || conditional || attempt == kUnconditionalWriteAttempts) {
+      return send_store_error(res, error);
+    }
+    user = load_for_write(app, res, ctx);
+    if (!user) return;
   }
-  send_user(res, updated.value());
 }
 
 void delete_user(App& app, const httplib::Request& req, httplib::Response& res, const RequestContext& ctx) {

@@ -1,4 +1,5 @@
 """Start the real usersd binary on a free loopback port with its own temp dir, and talk to it."""
+import hashlib
 import json
 import os
 import signal
@@ -37,8 +38,9 @@ class Server:
         # USERSD_TEST_STORE=mongodb (set by conftest's --store option) runs the same tests on MongoDB:
         # each server gets its own database on the session's FerretDB.
         if os.environ.get("USERSD_TEST_STORE") == "mongodb":
+            # Named after the temp dir, so a restarted server on the same dir finds the same data.
             base = os.environ["USERSD_TEST_MONGODB_URL"]
-            self.store_url = f"{base}usersd_{self.port}_{int(time.time() * 1000) % 10**9}"
+            self.store_url = f"{base}usersd_{hashlib.sha1(str(tmp).encode()).hexdigest()[:16]}"
         cfg = {
             "env": "development",
             "data_dir": str(tmp / "data"),
@@ -47,6 +49,8 @@ class Server:
             "storage": {"url": self.store_url},
             "log": {"level": "info"},
         }
+        if os.environ.get("USERSD_TEST_STORE") == "mongodb":
+            cfg["workers"] = 2  # the fleet case: several workers sharing one database
         for key, value in (config or {}).items():
             if isinstance(value, dict):
                 cfg.setdefault(key, {}).update(value)

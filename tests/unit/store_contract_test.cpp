@@ -847,3 +847,32 @@ TEST_CASE("mongo store: an invalid URL is unavailable without the password") {
 }
 
 }  // namespace
+
+STORE_CONTRACT_CASE("put inserts or replaces exactly as given, idempotently") {
+  User u = make_user(1);
+  u.version = 9;
+  u.phone = "+64 21 000";
+  auto inserted = store.put(u);
+  REQUIRE_MESSAGE(inserted.ok(), message_of(inserted));
+  check_same_user(store.find_by_id(u.id).value(), u);
+
+  REQUIRE(store.put(u).ok());  // the same record again changes nothing
+  check_same_user(store.find_by_id(u.id).value(), u);
+
+  User changed = u;
+  changed.phone.reset();  // replaced, not merged: a cleared optional stays cleared
+  changed.version = 3;    // versions are taken as given, even lower ones (a restore)
+  changed.last_name = "Restored";
+  REQUIRE(store.put(changed).ok());
+  check_same_user(store.find_by_id(u.id).value(), changed);
+  auto page = store.list(PageRequest{});
+  REQUIRE(page.ok());
+  CHECK(page.value().total == 1);
+
+  User other = make_user(2);
+  other.email = u.email;
+  other.email_normalized = u.email_normalized;
+  auto clash = store.put(other);
+  REQUIRE_FALSE(clash.ok());
+  CHECK(clash.error().code == Errc::conflict);
+}
