@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-worker API throughput and login latency, as ratios against a ceiling measured in the same run.
 #   bench/bench_api.sh [BUILD_DIR]     (make bench)
+#   BENCH_STORE=mongodb bench/bench_api.sh   the same against FerretDB (MongoDB wire protocol, make ferretdb)
 # Loopback only; every wrk run is bounded (RUNS x SECONDS). The machine is shared and noisy: medians.
 set -euo pipefail
 BUILD=${1:-build}
@@ -22,10 +23,21 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # Requests/s from one wrk run (wrk prints e.g. "Requests/sec:  12345.67").
 wrk_rps() { wrk "$@" | awk '/Requests\/sec/ {print $2}'; }
 
+store_url="sqlite://$work/data/usersd.db"
+if [ "${BENCH_STORE:-sqlite}" = mongodb ]; then
+  ferret_port=$(free_port)
+  mkdir -p "$work/ferret"
+  "$BUILD/tools/ferretdb" --handler=sqlite --sqlite-url="file:$work/ferret/" --listen-addr="127.0.0.1:$ferret_port" \
+    --debug-addr=- --telemetry=disable --state-dir="$work/ferret" --log-level=error >"$work/ferret.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$ferret_port") 2>/dev/null && break; sleep 0.1; done
+  store_url="mongodb://127.0.0.1:$ferret_port/usersd_bench"
+fi
+
 port=$(free_port)
 cat > "$work/usersd.json" <<JSON
 {"data_dir": "$work/data", "runtime_dir": "$work/run", "workers": 1,
- "http": {"port": $port}, "log": {"level": "warn"}}
+ "http": {"port": $port}, "storage": {"url": "$store_url"}, "log": {"level": "warn"}}
 JSON
 USERSD_JWT_SECRET=bench-secret-0123456789abcdef0123456789 "$BIN" start --foreground --config "$work/usersd.json" \
   >"$work/usersd.log" 2>&1 &
@@ -51,7 +63,7 @@ ceiling_port=$(free_port)
 "$CEILING" "$ceiling_port" & pids+=($!)
 wait_http "http://127.0.0.1:$ceiling_port/"
 
-echo "runs: $RUNS x ${SECONDS_PER_RUN}s, $CONNECTIONS keep-alive connections, 1 worker, $(nproc) CPUs"
+echo "store ${BENCH_STORE:-sqlite}; runs: $RUNS x ${SECONDS_PER_RUN}s, $CONNECTIONS keep-alive connections, 1 worker, $(nproc) CPUs"
 get_rps=(); ceiling_rps=()
 for _ in $(seq 1 "$RUNS"); do
   ceiling_rps+=("$(wrk_rps -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "http://127.0.0.1:$ceiling_port/v1/users/$id")")

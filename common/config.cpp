@@ -17,51 +17,53 @@ namespace {
 
 using json = nlohmann::json;
 
-// The defaults double as the schema: a key not present here is unknown, and a value's JSON type
-// must match the default's (`workers` alone also takes the string "auto").
-json defaults_document() {
-  const Config d;
+// The config as its file spells it. Applied to Config{} it gives the defaults, which double as the
+// schema: a key not present there is unknown, and a value's JSON type must match the default's
+// (`workers` alone also takes the string "auto").
+json config_document(const Config& c) {
   return json{
-      {"env", d.env},
-      {"data_dir", d.data_dir},
-      {"runtime_dir", d.runtime_dir},
-      {"workers", "auto"},
-      {"registration_enabled", d.registration_enabled},
-      {"worker_timeout", d.supervisor.worker_timeout},
-      {"ready_timeout", d.supervisor.ready_timeout},
-      {"graceful_timeout", d.supervisor.graceful_timeout},
-      {"drain_delay", d.supervisor.drain_delay},
-      {"max_requests", d.supervisor.max_requests},
-      {"max_requests_jitter", d.supervisor.max_requests_jitter},
-      {"max_memory_mb", d.supervisor.max_memory_mb},
+      {"env", c.env},
+      {"data_dir", c.data_dir},
+      {"runtime_dir", c.runtime_dir},
+      {"workers", c.workers == 0 ? json("auto") : json(c.workers)},
+      {"registration_enabled", c.registration_enabled},
+      {"worker_timeout", c.supervisor.worker_timeout},
+      {"ready_timeout", c.supervisor.ready_timeout},
+      {"graceful_timeout", c.supervisor.graceful_timeout},
+      {"drain_delay", c.supervisor.drain_delay},
+      {"max_requests", c.supervisor.max_requests},
+      {"max_requests_jitter", c.supervisor.max_requests_jitter},
+      {"max_memory_mb", c.supervisor.max_memory_mb},
       {"http",
-       {{"bind", d.http.bind},
-        {"port", d.http.port},
-        {"threads", d.http.threads},
-        {"max_body_bytes", d.http.max_body_bytes},
-        {"keep_alive_timeout", d.http.keep_alive_timeout},
-        {"keep_alive_max_requests", d.http.keep_alive_max_requests},
-        {"read_timeout", d.http.read_timeout},
-        {"write_timeout", d.http.write_timeout},
-        {"cors_allowed_origins", json::array()}}},
+       {{"bind", c.http.bind},
+        {"port", c.http.port},
+        {"threads", c.http.threads},
+        {"max_body_bytes", c.http.max_body_bytes},
+        {"keep_alive_timeout", c.http.keep_alive_timeout},
+        {"keep_alive_max_requests", c.http.keep_alive_max_requests},
+        {"read_timeout", c.http.read_timeout},
+        {"write_timeout", c.http.write_timeout},
+        {"cors_allowed_origins", c.http.cors_allowed_origins}}},
       {"jwt",
-       {{"secret_file", d.jwt.secret_file},
-        {"issuer", d.jwt.issuer},
-        {"audience", d.jwt.audience},
-        {"ttl", d.jwt.ttl}}},
+       {{"secret_file", c.jwt.secret_file},
+        {"issuer", c.jwt.issuer},
+        {"audience", c.jwt.audience},
+        {"ttl", c.jwt.ttl}}},
       {"password",
-       {{"memlimit_kib", d.password.memlimit_kib},
-        {"opslimit", d.password.opslimit},
-        {"max_concurrent_hashes", d.password.max_concurrent_hashes}}},
+       {{"memlimit_kib", c.password.memlimit_kib},
+        {"opslimit", c.password.opslimit},
+        {"max_concurrent_hashes", c.password.max_concurrent_hashes}}},
       {"storage",
-       {{"url", d.storage.url},
-        {"busy_timeout_ms", d.storage.busy_timeout_ms},
-        {"server_selection_timeout_ms", d.storage.server_selection_timeout_ms},
-        {"connect_timeout_ms", d.storage.connect_timeout_ms},
-        {"socket_timeout_ms", d.storage.socket_timeout_ms}}},
-      {"log", {{"level", d.log.level}, {"file", d.log.file}}},
+       {{"url", c.storage.url},
+        {"busy_timeout_ms", c.storage.busy_timeout_ms},
+        {"server_selection_timeout_ms", c.storage.server_selection_timeout_ms},
+        {"connect_timeout_ms", c.storage.connect_timeout_ms},
+        {"socket_timeout_ms", c.storage.socket_timeout_ms}}},
+      {"log", {{"level", c.log.level}, {"file", c.log.file}}},
   };
 }
+
+json defaults_document() { return config_document(Config{}); }
 
 struct ConfigFailure {
   ConfigError error;
@@ -442,48 +444,11 @@ std::string redact_url(const std::string& url) {
 }
 
 nlohmann::json config_to_redacted_json(const Config& c) {
-  return json{
-      {"env", c.env},
-      {"config_file", c.config_file},
-      {"data_dir", c.data_dir},
-      {"runtime_dir", c.runtime_dir},
-      {"workers", c.workers == 0 ? json("auto") : json(c.workers)},
-      {"registration_enabled", c.registration_enabled},
-      {"worker_timeout", c.supervisor.worker_timeout},
-      {"ready_timeout", c.supervisor.ready_timeout},
-      {"graceful_timeout", c.supervisor.graceful_timeout},
-      {"drain_delay", c.supervisor.drain_delay},
-      {"max_requests", c.supervisor.max_requests},
-      {"max_requests_jitter", c.supervisor.max_requests_jitter},
-      {"max_memory_mb", c.supervisor.max_memory_mb},
-      {"http",
-       {{"bind", c.http.bind},
-        {"port", c.http.port},
-        {"threads", c.http.threads},
-        {"max_body_bytes", c.http.max_body_bytes},
-        {"keep_alive_timeout", c.http.keep_alive_timeout},
-        {"keep_alive_max_requests", c.http.keep_alive_max_requests},
-        {"read_timeout", c.http.read_timeout},
-        {"write_timeout", c.http.write_timeout},
-        {"cors_allowed_origins", c.http.cors_allowed_origins}}},
-      {"jwt",
-       {{"secret", c.jwt.secret.empty() ? "" : "<redacted, from " + c.jwt.secret_source + ">"},
-        {"secret_file", c.jwt.secret_file},
-        {"issuer", c.jwt.issuer},
-        {"audience", c.jwt.audience},
-        {"ttl", c.jwt.ttl}}},
-      {"password",
-       {{"memlimit_kib", c.password.memlimit_kib},
-        {"opslimit", c.password.opslimit},
-        {"max_concurrent_hashes", c.password.max_concurrent_hashes}}},
-      {"storage",
-       {{"url", redact_url(c.storage.url)},
-        {"busy_timeout_ms", c.storage.busy_timeout_ms},
-        {"server_selection_timeout_ms", c.storage.server_selection_timeout_ms},
-        {"connect_timeout_ms", c.storage.connect_timeout_ms},
-        {"socket_timeout_ms", c.storage.socket_timeout_ms}}},
-      {"log", {{"level", c.log.level}, {"file", c.log.file}}},
-  };
+  json doc = config_document(c);
+  doc["config_file"] = c.config_file;
+  doc["storage"]["url"] = redact_url(c.storage.url);
+  doc["jwt"]["secret"] = c.jwt.secret.empty() ? "" : "<redacted, from " + c.jwt.secret_source + ">";
+  return doc;
 }
 
 }  // namespace usersd
