@@ -1,5 +1,6 @@
 // SQLite store: contract of UserStore on a real file, plus migrations, concurrency and failure modes.
 #include "common/sqlite_store.hpp"
+#include "tests/unit/store_test_support.hpp"
 
 #include <doctest/doctest.h>
 #include <sqlite3.h>
@@ -21,6 +22,7 @@
 namespace {
 
 using namespace usersd;
+using namespace usersd::testing;
 
 // A fresh directory under /tmp, removed with everything in it at scope exit.
 class TempDir {
@@ -42,31 +44,6 @@ class TempDir {
  private:
   std::string path_;
 };
-
-std::string make_id(unsigned n) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%024x", n);
-  return buf;
-}
-
-std::string lowercase(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-User make_user(unsigned n) {
-  User u;
-  u.id = make_id(n);
-  u.email = "User" + std::to_string(n) + "@Example.COM";
-  u.email_normalized = lowercase(u.email);
-  u.first_name = "First" + std::to_string(n);
-  u.last_name = "Last" + std::to_string(n);
-  u.password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
-  u.created_at_ms = 1'700'000'000'000 + n;
-  u.updated_at_ms = u.created_at_ms;
-  u.version = 1;
-  return u;
-}
 
 std::unique_ptr<UserStore> open_store(const std::string& path, int pool_size = 4,
                                       int busy_timeout_ms = 5000) {
@@ -91,32 +68,6 @@ int raw_user_version(const std::string& path, std::optional<int> set_to = std::n
   sqlite3_close(db);
   return version;
 }
-
-void check_same_user(const User& got, const User& want) {
-  CHECK(got.id == want.id);
-  CHECK(got.email == want.email);
-  CHECK(got.email_normalized == want.email_normalized);
-  CHECK(got.first_name == want.first_name);
-  CHECK(got.last_name == want.last_name);
-  CHECK(got.phone == want.phone);
-  CHECK(got.country == want.country);
-  CHECK(got.state == want.state);
-  CHECK(got.role == want.role);
-  CHECK(got.password_hash == want.password_hash);
-  CHECK(got.created_at_ms == want.created_at_ms);
-  CHECK(got.updated_at_ms == want.updated_at_ms);
-  CHECK(got.version == want.version);
-}
-
-// Collects failures from worker threads; doctest assertions stay on the test's own thread.
-struct ThreadErrors {
-  std::mutex mu;
-  std::vector<std::string> messages;
-  void add(const std::string& m) {
-    std::lock_guard lock(mu);
-    messages.push_back(m);
-  }
-};
 
 // create + find_by_id + find_by_email for users [first, first + count).
 void create_and_read(UserStore& store, unsigned first, unsigned count, ThreadErrors& errors) {

@@ -26,56 +26,17 @@
 #include "common/config.hpp"
 #include "common/mongo_store.hpp"
 #include "common/sqlite_store.hpp"
+#include "tests/unit/store_test_support.hpp"
 
 namespace {
 
 using namespace usersd;
+using namespace usersd::testing;
 
 constexpr const char* kMongoUrlVariable = "USERSD_TEST_MONGODB_URL";
 
 // ---------------------------------------------------------------------------------------------
 // Users
-
-std::string make_id(unsigned n) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%024x", n);
-  return buf;
-}
-
-std::string lowercase(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-User make_user(unsigned n) {
-  User u;
-  u.id = make_id(n);
-  u.email = "User" + std::to_string(n) + "@Example.COM";
-  u.email_normalized = lowercase(u.email);
-  u.first_name = "First" + std::to_string(n);
-  u.last_name = "Last" + std::to_string(n);
-  u.password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
-  u.created_at_ms = 1'700'000'000'000 + n;
-  u.updated_at_ms = u.created_at_ms;
-  u.version = 1;
-  return u;
-}
-
-void check_same_user(const User& got, const User& want) {
-  CHECK(got.id == want.id);
-  CHECK(got.email == want.email);
-  CHECK(got.email_normalized == want.email_normalized);
-  CHECK(got.first_name == want.first_name);
-  CHECK(got.last_name == want.last_name);
-  CHECK(got.phone == want.phone);
-  CHECK(got.country == want.country);
-  CHECK(got.state == want.state);
-  CHECK(got.role == want.role);
-  CHECK(got.password_hash == want.password_hash);
-  CHECK(got.created_at_ms == want.created_at_ms);
-  CHECK(got.updated_at_ms == want.updated_at_ms);
-  CHECK(got.version == want.version);
-}
 
 std::vector<std::string> ids_of(const UserPage& page) {
   std::vector<std::string> ids;
@@ -88,21 +49,6 @@ std::vector<std::string> id_range(unsigned first, unsigned last) {
   for (unsigned n = first; n <= last; ++n) ids.push_back(make_id(n));
   return ids;
 }
-
-template <class T>
-std::string message_of(const Result<T>& r) {
-  return r.ok() ? std::string("ok") : r.error().message;
-}
-
-// Collects failures from worker threads; doctest assertions stay on the test's own thread.
-struct ThreadErrors {
-  std::mutex mu;
-  std::vector<std::string> messages;
-  void add(const std::string& m) {
-    std::lock_guard lock(mu);
-    messages.push_back(m);
-  }
-};
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures: each opens a store on fresh, empty storage and removes the storage afterwards.
