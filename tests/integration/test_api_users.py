@@ -736,6 +736,7 @@ def test_delete_with_if_match_star(shared_server):
     assert carol.request("DELETE", user_path(carol.id), headers={"If-Match": "*"}).status_code == 204
 
 
+@pytest.mark.atomic_conditional_update
 def test_concurrent_conditional_updates_let_exactly_one_win(shared_server, alice):
     import threading  # noqa: PLC0415
 
