@@ -139,6 +139,7 @@ class Supervisor {
   void begin_reload(int client_fd);
   void finish_reload(bool ok, const std::string& message);
   bool old_listeners_open() const;
+  void answer_reload_waiters(const nlohmann::json& reply);
   void fail_replacement(int slot_index, const std::string& why);
   void begin_stop(bool fast);
   void scale(const std::string& value, int client_fd);
@@ -659,14 +660,14 @@ void Supervisor::begin_reload(int client_fd) {
   auto loaded = load_config(sources);
   if (auto* error = std::get_if<ConfigError>(&loaded)) {
     spdlog::error("reload refused, the config is invalid: {}", error->line());
-    reloading_ = true;  // so finish_reload answers the waiters
-    return finish_reload(false, error->line());
+    return answer_reload_waiters({{"ok", false}, {"error", error->line()}});
   }
   Config next = std::get<Config>(std::move(loaded));
   if (next.http.bind != config_.http.bind || next.http.port != config_.http.port ||
       next.runtime_dir != config_.runtime_dir) {
-    reloading_ = true;
-    return finish_reload(false, "http.bind, http.port and runtime_dir cannot change on reload: restart usersd");
+    const std::string why = "http.bind, http.port and runtime_dir cannot change on reload: restart usersd";
+    spdlog::error("reload refused: {}", why);
+    return answer_reload_waiters({{"ok", false}, {"error", why}});
   }
   config_ = std::move(next);
   target_ = target_workers();
@@ -698,6 +699,10 @@ void Supervisor::finish_reload(bool ok, const std::string& message) {
     reply["error"] = message;
   }
   notifier_.notify("READY=1\nSTATUS=" + std::to_string(slots_.size()) + " workers online");
+  answer_reload_waiters(reply);
+}
+
+void Supervisor::answer_reload_waiters(const nlohmann::json& reply) {
   for (int fd : std::vector<int>(reload_waiters_)) reply_and_close(fd, reply);
 }
 
