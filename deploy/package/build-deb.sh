@@ -16,8 +16,8 @@ mkdir -p "$2"
 out_dir=$(cd "$2" && pwd)
 binary="$build_dir/usersd"
 
-for tool in dpkg-deb dpkg-shlibdeps strip fakeroot; do
-  command -v "$tool" >/dev/null || { echo "$0: $tool is required (apt-get install dpkg-dev binutils fakeroot)" >&2; exit 1; }
+for tool in dpkg-deb dpkg-shlibdeps strip; do
+  command -v "$tool" >/dev/null || { echo "$0: $tool is required (apt-get install dpkg-dev binutils)" >&2; exit 1; }
 done
 [ -x "$binary" ] || { echo "$0: $binary not found: build it first (make build)" >&2; exit 1; }
 if [ -f "$build_dir/CMakeCache.txt" ] && ! grep -q '^CMAKE_BUILD_TYPE:STRING=Release$' "$build_dir/CMakeCache.txt"; then
