@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Provisions the usersd Golden AMI (run by ami/usersd.pkr.hcl on the builder instance, as root):
 #   1. installs the usersd .deb (apt resolves its dependencies) without starting the service,
-#   2. installs /etc/sysctl.d/60-usersd.conf (net.ipv4.tcp_migrate_req=1 and friends),
+#   2. keeps the package's /etc/sysctl.d/60-usersd.conf (net.ipv4.tcp_migrate_req=1) and adds 61-usersd-ami.conf,
 #   3. makes sure the service may open enough files,
 #   4. enables usersd.service (it starts at the instance's first boot, not in the AMI),
 #   5. cleans what must not be shared by every instance: apt caches, logs, machine-id, SSH host
@@ -100,15 +100,18 @@ fi
 run apt-get "${APT_OPTS[@]}" install "$DEB"
 
 # --- 2. sysctls ----------------------------------------------------------------------------------
-# The base is ami/files/60-usersd.conf (tcp_migrate_req, somaxconn; see README "The supervisor").
-# The settings below are added unless the base file already sets them. Kept modest on purpose.
+# The package ships ami/files/60-usersd.conf as /etc/sysctl.d/60-usersd.conf (tcp_migrate_req,
+# somaxconn; see README "The supervisor"), a conffile we leave as installed; it is copied here only
+# when no package put it there (the --root dry run). The AMI's own additions go to a file of their
+# own, each unless the base already sets it. Kept modest on purpose.
 SYSCTL_BASE="$FILES_DIR/60-usersd.conf"
 [ -f "$SYSCTL_BASE" ] || die "missing $SYSCTL_BASE (packer uploads ami/files next to this script)"
-SYSCTL_FILE="$ROOT/etc/sysctl.d/60-usersd.conf"
-mkdir -p "$(dirname "$SYSCTL_FILE")"
+SYSCTL_PACKAGED="$ROOT/etc/sysctl.d/60-usersd.conf"
+mkdir -p "$(dirname "$SYSCTL_PACKAGED")"
+[ -f "$SYSCTL_PACKAGED" ] || install -m 0644 "$SYSCTL_BASE" "$SYSCTL_PACKAGED"
+SYSCTL_FILE="$ROOT/etc/sysctl.d/61-usersd-ami.conf"
 {
-  cat "$SYSCTL_BASE"
-  printf '\n# Added by ami/provision.sh.\n'
+  printf '# Added by ami/provision.sh, after 60-usersd.conf from the usersd package.\n'
   add_sysctl() { # key value comment
     if grep -Eq "^[[:space:]]*$1[[:space:]]*=" "$SYSCTL_BASE"; then return 0; fi
     printf '# %s\n%s = %s\n' "$3" "$1" "$2"

@@ -132,7 +132,9 @@ def test_provision_dry_run_against_scratch_root(tmp_path):
                      "install /", "would run: cloud-init clean"]:
         assert expected in done.stdout, done.stdout
 
-    sysctl = (root / "etc/sysctl.d/60-usersd.conf").read_text()
+    packaged = (root / "etc/sysctl.d/60-usersd.conf").read_text()
+    assert packaged == (AMI / "files/60-usersd.conf").read_text(), "the package's file is left as shipped"
+    sysctl = packaged + (root / "etc/sysctl.d/61-usersd-ami.conf").read_text()
     settings = {}
     for line in sysctl.splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
@@ -143,7 +145,6 @@ def test_provision_dry_run_against_scratch_root(tmp_path):
     assert settings["net.core.somaxconn"] == "4096"
     assert settings["net.ipv4.ip_local_port_range"] == "10240 65535"  # above usersd's port 3000
     assert settings["net.ipv4.tcp_fin_timeout"] == "30"
-    assert sysctl.startswith((AMI / "files/60-usersd.conf").read_text()), "the repo's base file comes first"
     assert sysctl.count("#") >= len(settings), "every setting is commented"
 
     assert (root / "etc/systemd/system/usersd.service.d/10-nofile.conf").read_text().count("LimitNOFILE=65536")
