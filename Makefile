@@ -17,9 +17,10 @@ APT_PACKAGES := build-essential cmake pkg-config ca-certificates curl git \
   libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev \
   libmongoc-dev libbson-dev libsodium-dev nlohmann-json3-dev libcli11-dev \
   libspdlog-dev libfmt-dev doctest-dev libsqlite3-dev sqlite3 \
-  python3 python3-venv python3-pip wrk procps iproute2
+  python3 python3-venv python3-pip wrk procps iproute2 \
+  dpkg-dev lintian systemd shellcheck packer
 
-.PHONY: deps build run test unit-test asan-test integration-test venv bench ferretdb clean
+.PHONY: deps build run test unit-test asan-test integration-test deploy-test package venv bench ferretdb clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -79,10 +80,20 @@ integration-test: build venv ferretdb
 	  $(VENV)/bin/python -m pytest -q tests/integration --ignore=tests/integration/test_mongo.py && \
 	  $(VENV)/bin/python -m pytest -q --store=mongodb $(MONGO_SUITES)'
 
-test: deps build unit-test asan-test integration-test
+# Deployment artifacts, checked offline by the ecosystem's own tools: lintian and a scratch-root install
+# of the .deb, systemd-analyze verify/security of the unit, packer validate/fmt and shellcheck of the AMI
+# and CodeDeploy scripts, cfn-lint of the CloudFormation template.
+deploy-test: build venv
+	USERSD_BIN=$(CURDIR)/$(BUILD_DIR)/usersd $(VENV)/bin/python -m pytest -q tests/deploy
+
+PKG_DIR ?= dist
+package: deps build
+	deploy/package/build-deb.sh $(BUILD_DIR) $(PKG_DIR)
+
+test: deps build unit-test asan-test integration-test deploy-test
 
 bench: deps build
 	bench/bench_api.sh $(BUILD_DIR)
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(PKG_DIR)
