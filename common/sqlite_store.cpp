@@ -505,13 +505,9 @@ Result<User> find_one(Connection& conn, const char* sql, std::string_view key, s
   return std::move(rows.value().front());
 }
 
-// Binds every column of `user` to `sql` (kInsertUser or kPutUser) and runs it.
-Result<User> write_user(Connection& conn, const char* sql, const User& user) {
-  auto stmt = conn.statement(sql);
-  if (!stmt) return stmt.error();
-  stmt.value()
-      .bind_text(user.id)
-      .bind_text(user.email)
+// Binds the columns between id and version, in the order every write statement lists them.
+Statement& bind_user_fields(Statement& stmt, const User& user) {
+  return stmt.bind_text(user.email)
       .bind_text(user.email_normalized)
       .bind_text(user.first_name)
       .bind_text(user.last_name)
@@ -521,8 +517,14 @@ Result<User> write_user(Connection& conn, const char* sql, const User& user) {
       .bind_text(role_name(user.role))
       .bind_text(user.password_hash)
       .bind_int(user.created_at_ms)
-      .bind_int(user.updated_at_ms)
-      .bind_int(user.version);
+      .bind_int(user.updated_at_ms);
+}
+
+// Binds every column of `user` to `sql` (kInsertUser or kPutUser) and runs it.
+Result<User> write_user(Connection& conn, const char* sql, const User& user) {
+  auto stmt = conn.statement(sql);
+  if (!stmt) return stmt.error();
+  bind_user_fields(stmt.value().bind_text(user.id), user).bind_int(user.version);
   auto changed = execute_write(stmt.value(), sql == kPutUser ? "put user" : "insert user");
   if (!changed) return changed.error();
   return user;
@@ -540,20 +542,7 @@ Error explain_no_change(Connection& conn, std::string_view id, int64_t expected_
 Result<User> update_user(Connection& conn, const User& user) {
   auto stmt = conn.statement(kUpdateUser);
   if (!stmt) return stmt.error();
-  stmt.value()
-      .bind_text(user.email)
-      .bind_text(user.email_normalized)
-      .bind_text(user.first_name)
-      .bind_text(user.last_name)
-      .bind_optional(user.phone)
-      .bind_optional(user.country)
-      .bind_optional(user.state)
-      .bind_text(role_name(user.role))
-      .bind_text(user.password_hash)
-      .bind_int(user.created_at_ms)
-      .bind_int(user.updated_at_ms)
-      .bind_text(user.id)
-      .bind_int(user.version);
+  bind_user_fields(stmt.value(), user).bind_text(user.id).bind_int(user.version);
   auto changed = execute_write(stmt.value(), "update user");
   if (!changed) return changed.error();
   if (changed.value() == 0) return explain_no_change(conn, user.id, user.version);

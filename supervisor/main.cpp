@@ -1,5 +1,10 @@
 // usersd: one binary; the subcommand decides whether this process is a CLI, a supervisor or a worker.
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <mongoc/mongoc.h>
+
+#include <cstdlib>
 
 #include <iostream>
 
@@ -27,9 +32,24 @@ void add_store(CLI::App& cmd, ConfigFlags& flags) {
                "Store URL: sqlite:///abs/path/usersd.db (default: under data_dir) or mongodb://...");
 }
 
+
+// Debian's libmongoc initialises when it is loaded and keeps per-process counters in
+// /dev/shm/mongoc-<pid>, removed only by a clean exit. Workers leave with _exit and a killed process
+// leaves its file behind, so files pile up, and a later process whose pid was recycled makes the driver
+// print a warning on stderr. usersd never reads those counters: the driver skips them when
+// MONGOC_DISABLE_SHM is set, which it reads at load time, hence one re-exec with it set.
+void disable_driver_shared_memory(char** argv) {
+  if (std::getenv("MONGOC_DISABLE_SHM") != nullptr) return;
+  ::setenv("MONGOC_DISABLE_SHM", "1", 1);
+  mongoc_cleanup();  // removes this image's counters file; exec would skip the destructor that does it
+  ::execv("/proc/self/exe", argv);  // returns only on failure: then run with the counters, as before
+  mongoc_init();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  disable_driver_shared_memory(argv);
   // Until a command sets up its own logging, log lines (e.g. from the MongoDB driver) go to stderr:
   // stdout belongs to the command's output (`usersd export > users.jsonl`).
   usersd::LogConfig cli_log;

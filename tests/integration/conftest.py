@@ -1,3 +1,4 @@
+import gc
 import os
 
 import pytest
@@ -49,6 +50,7 @@ def server(tmp_path):
     """A fresh usersd on its own port and store; stopped (SIGTERM) after the test."""
     srv = Server(tmp_path).start()
     yield srv
+    gc.collect()  # release keep-alive sockets held by lingering response objects, so the stop is prompt
     srv.stop()
 
 
@@ -57,4 +59,5 @@ def shared_server(tmp_path_factory):
     """One usersd per test module, for read-mostly tests that do not need a clean store."""
     srv = Server(tmp_path_factory.mktemp("usersd")).start()
     yield srv
+    gc.collect()
     srv.stop()

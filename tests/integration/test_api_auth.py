@@ -142,13 +142,6 @@ def make_server(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def shared_server(shared_server):
-    """conftest's shared_server, with idle client connections released before it is stopped."""
-    yield shared_server
-    gc.collect()
-
-
-@pytest.fixture(scope="module")
 def account(shared_server):
     """One registered, logged-in user on the module's server: (id, email, token)."""
     email = unique_email("acct")

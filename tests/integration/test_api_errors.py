@@ -80,14 +80,6 @@ def fill(path):
 
 
 @pytest.fixture(scope="module")
-def shared_server(shared_server):
-    """conftest's shared_server, with idle client connections released before it is stopped
-    (so a stop never waits on a client socket that only a lingering response object keeps open)."""
-    yield shared_server
-    gc.collect()
-
-
-@pytest.fixture(scope="module")
 def token(shared_server):
     email = unique_email("tok")
     assert shared_server.register(email).status_code == 201

@@ -93,14 +93,6 @@ def validation_fields(response):
 
 
 @pytest.fixture(scope="module")
-def shared_server(shared_server):
-    """conftest's shared_server, with idle client connections released before it is stopped
-    (so a stop never waits on a client socket that only a lingering response object keeps open)."""
-    yield shared_server
-    gc.collect()
-
-
-@pytest.fixture(scope="module")
 def admin(shared_server):
     return cli_account(shared_server, admin=True)
 

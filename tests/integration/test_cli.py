@@ -3,7 +3,6 @@
 
 Config errors must exit non-zero with exactly one line on stderr that names the offending key.
 """
-import gc
 import json
 import os
 import re
@@ -73,13 +72,6 @@ def user_add(config_path, email, password=PASSWORD, admin=False, first="Cli", la
     if admin:
         args.append("--admin")
     return run(*args, input_text=password + "\n", env=env)
-
-
-@pytest.fixture
-def server(server):
-    """conftest's server, with idle client connections released before it is stopped."""
-    yield server
-    gc.collect()
 
 
 # --- --version and --help -----------------------------------------------------------------------------
