@@ -17,6 +17,13 @@ namespace {
 
 using json = nlohmann::json;
 
+json throttle_document(const ThrottleConfig& t) {
+  return {{"max_attempts", t.max_attempts},
+          {"window_seconds", t.window_seconds},
+          {"lockout_seconds", t.lockout_seconds},
+          {"max_lockout_seconds", t.max_lockout_seconds}};
+}
+
 // The config as its file spells it. Applied to Config{} it gives the defaults, which double as the
 // schema: a key not present there is unknown, and a value's JSON type must match the default's
 // (`workers` alone also takes the string "auto").
@@ -43,7 +50,12 @@ json config_document(const Config& c) {
         {"keep_alive_max_requests", c.http.keep_alive_max_requests},
         {"read_timeout", c.http.read_timeout},
         {"write_timeout", c.http.write_timeout},
-        {"cors_allowed_origins", c.http.cors_allowed_origins}}},
+        {"cors_allowed_origins", c.http.cors_allowed_origins},
+        {"header_timeout", c.http.header_timeout},
+        {"body_timeout", c.http.body_timeout},
+        {"max_header_bytes", c.http.max_header_bytes},
+        {"max_header_count", c.http.max_header_count},
+        {"max_connections_per_client", c.http.max_connections_per_client}}},
       {"jwt",
        {{"secret_file", c.jwt.secret_file},
         {"issuer", c.jwt.issuer},
@@ -52,7 +64,14 @@ json config_document(const Config& c) {
       {"password",
        {{"memlimit_kib", c.password.memlimit_kib},
         {"opslimit", c.password.opslimit},
-        {"max_concurrent_hashes", c.password.max_concurrent_hashes}}},
+        {"max_concurrent_hashes", c.password.max_concurrent_hashes},
+        {"max_queued_hashes", c.password.max_queued_hashes},
+        {"max_wait_ms", c.password.max_wait_ms}}},
+      {"limits",
+       {{"table_entries", c.limits.table_entries},
+        {"login", {{"per_account", throttle_document(c.limits.login_per_account)},
+                   {"per_address", throttle_document(c.limits.login_per_address)}}},
+        {"register", {{"per_address", throttle_document(c.limits.register_per_address)}}}}},
       {"storage",
        {{"url", c.storage.url},
         {"busy_timeout_ms", c.storage.busy_timeout_ms},
@@ -288,6 +307,28 @@ void read_password(const Reader& r, Config& c) {
                                   r.where("password.opslimit"));
   }
   c.password.max_concurrent_hashes = static_cast<int>(r.integer("password.max_concurrent_hashes", 1, 256));
+  c.password.max_queued_hashes = static_cast<int>(r.integer("password.max_queued_hashes", 0, 100000));
+  c.password.max_wait_ms = static_cast<int>(r.integer("password.max_wait_ms", 1, 600000));
+}
+
+ThrottleConfig read_throttle(const Reader& r, const std::string& prefix) {
+  ThrottleConfig t{};
+  t.max_attempts = static_cast<int>(r.integer(prefix + ".max_attempts", 1, 1000000));
+  t.window_seconds = static_cast<int>(r.integer(prefix + ".window_seconds", 1, 30 * 86400));
+  t.lockout_seconds = static_cast<int>(r.integer(prefix + ".lockout_seconds", 1, 30 * 86400));
+  t.max_lockout_seconds = static_cast<int>(r.integer(prefix + ".max_lockout_seconds", 1, 30 * 86400));
+  if (t.max_lockout_seconds < t.lockout_seconds) {
+    fail(prefix + ".max_lockout_seconds", "must be at least lockout_seconds (" + std::to_string(t.lockout_seconds) +
+                                              ")" + r.where(prefix + ".max_lockout_seconds"));
+  }
+  return t;
+}
+
+void read_limits(const Reader& r, Config& c) {
+  c.limits.table_entries = static_cast<int>(r.integer("limits.table_entries", 64, 1 << 24));
+  c.limits.login_per_account = read_throttle(r, "limits.login.per_account");
+  c.limits.login_per_address = read_throttle(r, "limits.login.per_address");
+  c.limits.register_per_address = read_throttle(r, "limits.register.per_address");
 }
 
 void read_supervisor(const Reader& r, Config& c) {
@@ -311,6 +352,11 @@ void read_http(const Reader& r, Config& c) {
   c.http.read_timeout = static_cast<int>(r.integer("http.read_timeout", 1, 3600));
   c.http.write_timeout = static_cast<int>(r.integer("http.write_timeout", 1, 3600));
   c.http.cors_allowed_origins = r.strings("http.cors_allowed_origins");
+  c.http.header_timeout = static_cast<int>(r.integer("http.header_timeout", 1, 3600));
+  c.http.body_timeout = static_cast<int>(r.integer("http.body_timeout", 1, 3600));
+  c.http.max_header_bytes = static_cast<int>(r.integer("http.max_header_bytes", 1024, 1024 * 1024));
+  c.http.max_header_count = static_cast<int>(r.integer("http.max_header_count", 8, 10000));
+  c.http.max_connections_per_client = static_cast<int>(r.integer("http.max_connections_per_client", 1, 1000000));
   for (const auto& origin : c.http.cors_allowed_origins) {
     if (!is_origin(origin)) {
       fail("http.cors_allowed_origins", "\"" + origin + "\" is not an origin like https://app.example.com (no path) or *" +
@@ -371,6 +417,7 @@ Config read_config(const Layers& layers, const ConfigSources& sources) {
   c.jwt.audience = r.non_empty("jwt.audience", 256);
   c.jwt.ttl = static_cast<int>(r.integer("jwt.ttl", 60, 30 * 86400));
   read_password(r, c);
+  read_limits(r, c);
   read_storage(r, c);
   c.log.level = r.one_of("log.level", {"trace", "debug", "info", "warn", "error", "critical", "off"});
   c.log.file = r.string("log.file");

@@ -23,6 +23,12 @@ struct HttpConfig {
   int read_timeout = 10;               // seconds
   int write_timeout = 10;              // seconds
   std::vector<std::string> cors_allowed_origins;
+  // Slow and oversized clients (see docs/security.md).
+  int header_timeout = 10;             // seconds for a request's line and headers to arrive, in total
+  int body_timeout = 30;               // seconds for its body, in total
+  int max_header_bytes = 16384;        // request line + headers; more gets 431
+  int max_header_count = 100;          // header lines; more gets 431
+  int max_connections_per_client = 16; // open connections per client address per worker (trusted proxies exempt)
 };
 
 struct JwtConfig {
@@ -38,6 +44,25 @@ struct PasswordConfig {
   int64_t memlimit_kib = 19 * 1024;
   int64_t opslimit = 2;
   int max_concurrent_hashes = 2;
+  int max_queued_hashes = 16;   // requests waiting for a hashing slot; more get 503 at once
+  int max_wait_ms = 2000;       // how long one waits for a slot before 503
+};
+
+// Repeated attempts per key: after max_attempts within window_seconds, locked for lockout_seconds,
+// doubling for each further lockout up to max_lockout_seconds.
+struct ThrottleConfig {
+  int max_attempts;
+  int window_seconds;
+  int lockout_seconds;
+  int max_lockout_seconds;
+};
+
+// Abuse limits shared by all workers of one instance (a shared-memory table made by the supervisor).
+struct LimitsConfig {
+  int table_entries = 65536;  // keys tracked at once; the table is fixed when the supervisor starts
+  ThrottleConfig login_per_account{5, 900, 60, 3600};   // failed logins per normalized email
+  ThrottleConfig login_per_address{50, 900, 300, 3600}; // failed logins per client address
+  ThrottleConfig register_per_address{20, 3600, 3600, 86400};  // registrations per client address
 };
 
 struct StorageConfig {
@@ -75,6 +100,7 @@ struct Config {
   HttpConfig http;
   JwtConfig jwt;
   PasswordConfig password;
+  LimitsConfig limits;
   StorageConfig storage;
   LogConfig log;
   std::string config_file;          // the file that was read, if any

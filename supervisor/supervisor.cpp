@@ -16,11 +16,13 @@
 #include <filesystem>
 #include <map>
 #include <random>
+#include <variant>
 #include <vector>
 
 #include <spdlog/spdlog.h>
 
 #include "common/logging.hpp"
+#include "common/shared_counter_table.hpp"
 #include "common/version.hpp"
 #include "supervisor/backoff.hpp"
 #include "supervisor/control_socket.hpp"
@@ -161,6 +163,7 @@ class Supervisor {
   std::optional<PidFile> pidfile_;
   UniqueFd control_;
   UniqueFd signals_;
+  UniqueFd limits_table_;  // memfd of the shared abuse-limit counters (worker fd 5)
   SystemdNotifier notifier_;
   std::string control_path_;
   std::string tcp_migrate_req_ = "unknown";
@@ -215,6 +218,13 @@ bool Supervisor::claim_runtime(std::string& error) {
   control_path_ = config_.runtime_dir + "/usersd.sock";
   control_ = listen_control_socket(control_path_, error);
   if (!control_.valid()) return false;
+  // Made once: every worker, including restarted and reloaded ones, maps the same abuse-limit counters.
+  auto table = SharedCounterTable::create_memfd(static_cast<uint32_t>(config_.limits.table_entries));
+  if (auto* message = std::get_if<std::string>(&table)) {
+    error = "cannot create the shared limits table: " + *message;
+    return false;
+  }
+  limits_table_.reset(std::get<int>(table));
   return true;
 }
 
@@ -529,6 +539,7 @@ bool Supervisor::start_worker(int slot_index, bool as_replacement) {
   WorkerLaunch launch{options_.binary, slot_index, config_.config_file.empty() ? std::nullopt
                                                                                 : std::optional(config_.config_file),
                       options_.flags.overrides};
+  launch.limits_table_fd = limits_table_.get();
   std::string error;
   auto spawned = spawn_worker(launch, error);
   const auto now = Clock::now();

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/shared_counter_table.hpp"
 #include "worker/channel.hpp"
 
 namespace usersd {
@@ -28,18 +29,30 @@ std::vector<std::string> worker_argv(const WorkerLaunch& launch) {
   return argv;
 }
 
+// Puts `fd` at `target` without close-on-exec. Only async-signal-safe calls.
+bool place_fd(int fd, int target) {
+  if (fd == target) return fcntl(fd, F_SETFD, 0) == 0;
+  return dup2(fd, target) >= 0;
+}
+
 // Runs in the child between fork and exec: only async-signal-safe calls.
-[[noreturn]] void exec_child(int channel_fd, char* const* argv) {
+[[noreturn]] void exec_child(int channel_fd, int limits_fd, char* const* argv) {
   // The supervisor blocks signals to read them from a signalfd; the mask survives exec, so clear it.
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
+  // Moved out of the way first: it could sit at fd 3, which the channel is about to take.
+  if (limits_fd >= 0 && limits_fd <= kLimitsTableFd) {
+    limits_fd = fcntl(limits_fd, F_DUPFD_CLOEXEC, kLimitsTableFd + 1);
+    if (limits_fd < 0) _exit(126);
+  }
   if (channel_fd != channel::kChannelFd) {
     if (dup2(channel_fd, channel::kChannelFd) < 0) _exit(126);
   } else {
     // Already at fd 3: only drop close-on-exec.
     fcntl(channel_fd, F_SETFD, 0);
   }
+  if (limits_fd >= 0 && !place_fd(limits_fd, kLimitsTableFd)) _exit(126);
   execv(argv[0], argv);
   const char msg[] = "usersd worker: exec failed\n";
   [[maybe_unused]] auto n = write(STDERR_FILENO, msg, sizeof msg - 1);
@@ -66,7 +79,7 @@ std::optional<SpawnedWorker> spawn_worker(const WorkerLaunch& launch, std::strin
     error = std::string("fork: ") + std::strerror(errno);
     return std::nullopt;
   }
-  if (pid == 0) exec_child(theirs.get(), argv.data());
+  if (pid == 0) exec_child(theirs.get(), launch.limits_table_fd, argv.data());
   return SpawnedWorker{pid, std::move(ours)};
 }
 

@@ -19,10 +19,12 @@ PasswordPolicy password_policy_from(const Config& config) {
   p.memlimit_kib = static_cast<uint64_t>(config.password.memlimit_kib);
   p.opslimit = static_cast<uint64_t>(config.password.opslimit);
   p.max_concurrent = static_cast<unsigned>(config.password.max_concurrent_hashes);
+  p.max_queued = static_cast<unsigned>(config.password.max_queued_hashes);
+  p.max_wait_ms = static_cast<unsigned>(config.password.max_wait_ms);
   return p;
 }
 
-Result<std::unique_ptr<App>> make_app(const Config& config) {
+Result<std::unique_ptr<App>> make_app(const Config& config, std::optional<SharedCounterTable> limits_table) {
   auto store = open_store(config.storage, config.http.threads);
   if (!store) return store.error();
   auto app = std::make_unique<App>();
@@ -30,6 +32,9 @@ Result<std::unique_ptr<App>> make_app(const Config& config) {
   app->store = std::move(store).value();
   app->hasher = std::make_unique<PasswordHasher>(password_policy_from(config));
   app->jwt = jwt_settings_from(config);
+  if (!limits_table) limits_table = SharedCounterTable::create_private(static_cast<uint32_t>(config.limits.table_entries));
+  app->limits_table = std::make_unique<SharedCounterTable>(std::move(*limits_table));
+  app->attempts = std::make_unique<AttemptLimiter>(*app->limits_table);
   app->started_ms = now_ms();
   return app;
 }

@@ -3,7 +3,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 
+#include "common/attempt_limiter.hpp"
 #include "common/config.hpp"
 #include "common/jwt.hpp"
 #include "common/password.hpp"
@@ -12,17 +14,27 @@
 
 namespace usersd {
 
+// TEMPORARY stand-in for common/client_address.hpp's TrustedProxies (lead's shared API).
+struct TrustedProxies {
+  bool contains(const std::string&) const { return false; }
+};
+
 struct App {
+  TrustedProxies trusted_proxies;
   Config config;
   std::unique_ptr<UserStore> store;
   std::unique_ptr<PasswordHasher> hasher;
   JwtSettings jwt;
+  // Abuse-limit counters: shared with the sibling workers when the supervisor handed us its table.
+  std::unique_ptr<SharedCounterTable> limits_table;
+  std::unique_ptr<AttemptLimiter> attempts;
   int64_t started_ms = 0;
   ServingState serving;
 };
 
 // Builds the services from a validated config, opening the store. Errc::unavailable when the store cannot open.
-Result<std::unique_ptr<App>> make_app(const Config& config);
+// Without `limits_table` the abuse limits count in a table private to this process.
+Result<std::unique_ptr<App>> make_app(const Config& config, std::optional<SharedCounterTable> limits_table = {});
 
 JwtSettings jwt_settings_from(const Config& config);
 PasswordPolicy password_policy_from(const Config& config);

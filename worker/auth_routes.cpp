@@ -1,9 +1,12 @@
 // POST /v1/auth/register and POST /v1/auth/login.
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include "common/ids.hpp"
 #include "common/time_format.hpp"
 #include "common/user_input.hpp"
+#include "worker/client_address.hpp"
 #include "worker/problem.hpp"
 #include "worker/routes.hpp"
 #include "worker/user_json.hpp"
@@ -42,8 +45,12 @@ void create_user(App& app, const RequestContext& ctx, httplib::Response& res, Us
   user.version = 1;
   try {
     user.password_hash = app.hasher->hash(*input.password);
+  } catch (const PasswordHasherBusy&) {
+    res.set_header("Retry-After", "1");
+    return send_problem(res, 503, "the server is too busy to hash passwords; retry shortly");
   } catch (const std::exception& e) {
     spdlog::error("password hashing failed: {}", e.what());
+    res.set_header("Retry-After", "1");
     return send_problem(res, 503, "the server is too busy to hash passwords; retry shortly");
   }
   auto created = app.store->create(user);
@@ -76,7 +83,17 @@ std::optional<std::string> string_field(const nlohmann::json& body, const char* 
   return std::nullopt;
 }
 
-void login(App& app, const RequestContext& ctx, httplib::Response& res) {
+// 429 with Retry-After for a throttled key; nothing else is revealed (a locked account looks like any other).
+void send_throttled(httplib::Response& res, int64_t retry_after, const std::string& detail) {
+  res.set_header("Retry-After", std::to_string(retry_after));
+  send_problem(res, 429, detail + "; retry in " + std::to_string(retry_after) + " s");
+}
+
+ThrottleRule rule_from(const ThrottleConfig& c) {
+  return {c.max_attempts, c.window_seconds, c.lockout_seconds, c.max_lockout_seconds};
+}
+
+void login(App& app, const httplib::Request& req, const RequestContext& ctx, httplib::Response& res) {
   auto body = parse_json_body(ctx.body, res);
   if (!body) return;
   if (!body->is_object()) return send_validation_problem(res, {{"", "the request body must be a JSON object"}});
@@ -88,14 +105,31 @@ void login(App& app, const RequestContext& ctx, httplib::Response& res) {
   auto password = string_field(*body, "password", 1024, errors);
   if (!errors.empty()) return send_validation_problem(res, errors);
 
+  // Throttled per account (whether or not it exists, so a 429 tells nothing) and per client address,
+  // in the table all workers share. A locked key is refused before any password check, the right one too.
+  const std::string account_key = "login/account/" + normalize_email(*email);
+  const std::string address_key = "login/address/" + client_address(app, req);
+  if (const int64_t wait = std::max(app.attempts->retry_after(account_key, steady_now_ms()),
+                                    app.attempts->retry_after(address_key, steady_now_ms()));
+      wait > 0) {
+    return send_throttled(res, wait, "too many failed logins");
+  }
+  const auto failed = [&] {
+    const int64_t now = steady_now_ms();
+    app.attempts->record(account_key, rule_from(app.config.limits.login_per_account), now);
+    app.attempts->record(address_key, rule_from(app.config.limits.login_per_address), now);
+    send_login_failed(res);
+  };
+
   auto found = app.store->find_by_email(normalize_email(*email));
   if (!found) {
     if (found.error().code != Errc::not_found) return send_store_error(res, found.error());
     app.hasher->verify_dummy(*password);  // same cost as a real check: no timing oracle for registered emails
-    return send_login_failed(res);
+    return failed();
   }
   User& user = found.value();
-  if (!app.hasher->verify(user.password_hash, *password)) return send_login_failed(res);
+  if (!app.hasher->verify(user.password_hash, *password)) return failed();
+  app.attempts->reset(account_key, steady_now_ms());
 
   if (app.hasher->needs_rehash(user.password_hash)) {
     // Parameters were raised since this hash was made: upgrade it now that we know the password.
@@ -117,14 +151,20 @@ void login(App& app, const RequestContext& ctx, httplib::Response& res) {
 }  // namespace
 
 void add_auth_routes(Router& router, App& app) {
-  router.add({"POST", "/v1/auth/register", false, kJsonOnly, [&app](const auto&, auto& res, auto& ctx) {
+  router.add({"POST", "/v1/auth/register", false, kJsonOnly, [&app](const auto& req, auto& res, auto& ctx) {
                 if (!app.config.registration_enabled) {
                   return send_problem(res, 403, "registration is closed; ask an administrator for an account");
                 }
+                // Every attempt counts: each one that gets through costs an Argon2 hash.
+                const std::string key = "register/address/" + client_address(app, req);
+                if (const int64_t wait = app.attempts->retry_after(key, steady_now_ms()); wait > 0) {
+                  return send_throttled(res, wait, "too many registrations from your address");
+                }
+                app.attempts->record(key, rule_from(app.config.limits.register_per_address), steady_now_ms());
                 create_user(app, ctx, res, UserOperation::register_self);
               }});
   router.add({"POST", "/v1/auth/login", false, kJsonOnly,
-              [&app](const auto&, auto& res, auto& ctx) { login(app, ctx, res); }});
+              [&app](const auto& req, auto& res, auto& ctx) { login(app, req, ctx, res); }});
 }
 
 }  // namespace usersd

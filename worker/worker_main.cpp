@@ -8,10 +8,12 @@
 #include <chrono>
 #include <csignal>
 #include <thread>
+#include <variant>
 
 #include <spdlog/spdlog.h>
 
 #include "common/logging.hpp"
+#include "common/shared_counter_table.hpp"
 #include "common/version.hpp"
 #include "worker/app.hpp"
 #include "worker/channel.hpp"
@@ -116,7 +118,17 @@ int run_worker(const Config& config, const WorkerOptions& options) {
   const sigset_t signals = worker_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto app = make_app(config);
+  std::optional<SharedCounterTable> limits_table;
+  if (options.supervised) {
+    auto attached = SharedCounterTable::attach(kLimitsTableFd);
+    if (auto* error = std::get_if<std::string>(&attached)) {
+      spdlog::critical("cannot map the shared limits table (fd {}): {}", kLimitsTableFd, *error);
+      return 1;
+    }
+    limits_table.emplace(std::move(std::get<SharedCounterTable>(attached)));
+    ::close(kLimitsTableFd);  // mapped; the fd is not needed any more
+  }
+  auto app = make_app(config, std::move(limits_table));
   if (!app) {
     spdlog::critical("cannot open store {}: {}", redact_url(config.storage.url), app.error().message);
     return 1;
