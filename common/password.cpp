@@ -7,7 +7,9 @@
 #include <array>
 #include <cstddef>
 #include <optional>
-#include <semaphore>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <stdexcept>
 
 namespace usersd {
@@ -52,15 +54,41 @@ const char* password_ptr(std::string_view password) { return password.empty() ? 
 
 }  // namespace
 
+// A counting semaphore with a bounded queue: at most max_queued callers wait, each at most max_wait.
 struct PasswordHasher::Gate {
-  explicit Gate(unsigned slots) : free(static_cast<std::ptrdiff_t>(slots)) {}
-  std::counting_semaphore<> free;
+  explicit Gate(const PasswordPolicy& p)
+      : free(p.max_concurrent), max_waiting(p.max_queued), max_wait(std::chrono::milliseconds(p.max_wait_ms)) {}
+  std::mutex mutex;
+  std::condition_variable released;
+  unsigned free;
+  unsigned waiting = 0;
+  const unsigned max_waiting;
+  const std::chrono::milliseconds max_wait;
+
+  void acquire() {
+    std::unique_lock lock(mutex);
+    if (free == 0) {
+      if (waiting >= max_waiting) throw PasswordHasherBusy();
+      ++waiting;
+      const bool got = released.wait_for(lock, max_wait, [this] { return free > 0; });
+      --waiting;
+      if (!got) throw PasswordHasherBusy();
+    }
+    --free;
+  }
+  void release() {
+    {
+      std::lock_guard lock(mutex);
+      ++free;
+    }
+    released.notify_one();
+  }
 
   // Held for exactly one Argon2 computation.
   class Slot {
    public:
-    explicit Slot(Gate& gate) : gate_(gate) { gate_.free.acquire(); }
-    ~Slot() { gate_.free.release(); }
+    explicit Slot(Gate& gate) : gate_(gate) { gate_.acquire(); }
+    ~Slot() { gate_.release(); }
     Slot(const Slot&) = delete;
     Slot& operator=(const Slot&) = delete;
 
@@ -72,7 +100,7 @@ struct PasswordHasher::Gate {
 PasswordHasher::PasswordHasher(PasswordPolicy policy) : policy_(policy) {
   validate(policy_);
   if (sodium_init() < 0) throw std::runtime_error("libsodium initialisation failed");
-  gate_ = std::make_unique<Gate>(policy_.max_concurrent);
+  gate_ = std::make_unique<Gate>(policy_);
 
   // Made with the live policy so a dummy verify costs exactly what a real one does.
   std::array<char, 32> secret{};

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -14,8 +15,17 @@ struct PasswordPolicy {
   uint64_t memlimit_kib = 19 * 1024;  // OWASP: >= 19 MiB
   uint64_t opslimit = 2;              // OWASP: t = 2
   unsigned max_concurrent = 2;        // hashes running at once in this process
+  unsigned max_queued = 16;           // callers waiting for a slot; one more is refused at once
+  unsigned max_wait_ms = 2000;        // a caller waits this long for a slot, then is refused
   size_t min_length = 8;
   size_t max_length = 128;
+};
+
+// Thrown by hash/verify when every slot is taken and the queue is full or the wait ran out: the caller
+// answers 503 + Retry-After instead of piling up requests (and their memory) behind the gate.
+class PasswordHasherBusy : public std::runtime_error {
+ public:
+  PasswordHasherBusy() : std::runtime_error("password hashing is saturated") {}
 };
 
 class PasswordHasher {
@@ -26,7 +36,8 @@ class PasswordHasher {
   PasswordHasher& operator=(const PasswordHasher&) = delete;
 
   const PasswordPolicy& policy() const { return policy_; }
-  // Returns an "$argon2id$..." encoded string. Throws std::runtime_error only when out of memory.
+  // Returns an "$argon2id$..." encoded string. Throws PasswordHasherBusy when saturated,
+  // std::runtime_error when out of memory. verify and verify_dummy may throw PasswordHasherBusy too.
   std::string hash(std::string_view password);
   bool verify(std::string_view encoded_hash, std::string_view password);
   // Runs a verify against a fixed hash so an unknown email costs what a wrong password costs.

@@ -37,13 +37,79 @@ void address_of(const sockaddr_storage& addr, std::string& ip, int& port) {
 
 }  // namespace
 
-bool ConnectionStream::is_readable() const { return has_buffered_bytes() || wait_for(sock_, POLLIN, read_timeout_ms_); }
+constexpr size_t kMinBuffer = 4096;
+
+ConnectionStream::ConnectionStream(int sock, int read_timeout_ms, int write_timeout_ms)
+    : sock_(sock), read_timeout_ms_(read_timeout_ms), write_timeout_ms_(write_timeout_ms), buffer_(kMinBuffer, '\0') {}
+
+int ConnectionStream::read_wait_ms() const {
+  if (!deadline_) return read_timeout_ms_;
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline_ - Clock::now()).count();
+  return static_cast<int>(std::clamp<int64_t>(left, 0, read_timeout_ms_));
+}
+
+bool ConnectionStream::is_readable() const { return has_buffered_bytes() || wait_for(sock_, POLLIN, read_wait_ms()); }
+
+ConnectionStream::Fill ConnectionStream::fill() {
+  if (begin_ == end_) begin_ = end_ = 0;
+  if (end_ == buffer_.size() && begin_ > 0) {  // make room at the back
+    std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+    end_ -= begin_;
+    begin_ = 0;
+  }
+  if (end_ == buffer_.size()) return Fill::closed;  // callers bound the head well below the buffer
+  if (!wait_for(sock_, POLLIN, read_wait_ms())) return Fill::timed_out;
+  ssize_t n;
+  do {
+    n = ::recv(sock_, buffer_.data() + end_, buffer_.size() - end_, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return Fill::closed;
+  end_ += static_cast<size_t>(n);
+  return Fill::data;
+}
+
+size_t ConnectionStream::head_end(size_t& lines) const {
+  lines = 0;
+  const char* data = buffer_.data();
+  for (size_t i = begin_; i < end_; ++i) {
+    if (data[i] != '\n') continue;
+    ++lines;
+    // A blank line ends the head: "\n\n" or "\n\r\n".
+    if (i > begin_ && data[i - 1] == '\n') return i + 1;
+    if (i > begin_ + 1 && data[i - 1] == '\r' && data[i - 2] == '\n') return i + 1;
+  }
+  return std::string::npos;
+}
+
+ConnectionStream::Head ConnectionStream::read_head(const HeadLimits& limits, Clock::time_point deadline) {
+  // Room for the whole head in one piece, so httplib parses it from memory.
+  if (buffer_.size() < limits.max_bytes + kMinBuffer) buffer_.resize(limits.max_bytes + kMinBuffer);
+  deadline_ = deadline;
+  while (true) {
+    size_t lines = 0;
+    const size_t end = head_end(lines);
+    const size_t head_bytes = (end == std::string::npos ? end_ : end) - begin_;
+    const char* line_end = static_cast<const char*>(std::memchr(buffer_.data() + begin_, '\n', end_ - begin_));
+    const size_t request_line = line_end ? static_cast<size_t>(line_end - (buffer_.data() + begin_)) : end_ - begin_;
+    if (request_line > limits.max_request_line) return Head::uri_too_long;
+    if (end != std::string::npos) {
+      // lines counts the request line and the blank line too.
+      return head_bytes > limits.max_bytes || lines > limits.max_lines + 2 ? Head::too_large : Head::complete;
+    }
+    if (head_bytes > limits.max_bytes || lines > limits.max_lines + 1) return Head::too_large;
+    switch (fill()) {
+      case Fill::data: break;
+      case Fill::timed_out: return Head::timed_out;
+      case Fill::closed: return Head::closed;  // EOF or a socket error: nobody to answer
+    }
+  }
+}
 
 bool ConnectionStream::is_writable() const { return wait_for(sock_, POLLOUT, write_timeout_ms_); }
 
 ssize_t ConnectionStream::read(char* ptr, size_t size) {
   if (!has_buffered_bytes()) {
-    if (!wait_for(sock_, POLLIN, read_timeout_ms_)) return -1;
+    if (!wait_for(sock_, POLLIN, read_wait_ms())) return -1;
     ssize_t n;
     do {
       n = ::recv(sock_, buffer_.data(), buffer_.size(), 0);

@@ -1,18 +1,22 @@
 // An httplib::Stream over one accepted TCP socket, with poll-based timeouts and a read buffer.
 // We own the per-connection loop (see http_server.cpp) so draining can end keep-alive connections
-// cleanly, which httplib's built-in loop cannot.
+// cleanly, which httplib's built-in loop cannot, and so a request's head is read in full, against a
+// total deadline and size limits, before httplib parses it (slowloris and header floods).
 #pragma once
 
 #include <httplib.h>
 
-#include <array>
+#include <chrono>
+#include <optional>
+#include <string>
 
 namespace usersd {
 
 class ConnectionStream final : public httplib::Stream {
  public:
-  ConnectionStream(int sock, int read_timeout_ms, int write_timeout_ms)
-      : sock_(sock), read_timeout_ms_(read_timeout_ms), write_timeout_ms_(write_timeout_ms) {}
+  using Clock = std::chrono::steady_clock;
+
+  ConnectionStream(int sock, int read_timeout_ms, int write_timeout_ms);
 
   bool is_readable() const override;
   bool is_writable() const override;
@@ -25,11 +29,30 @@ class ConnectionStream final : public httplib::Stream {
   // True when bytes are already buffered (a pipelined request), so no need to wait on the socket.
   bool has_buffered_bytes() const { return begin_ < end_; }
 
+  enum class Head { complete, closed, timed_out, uri_too_long, too_large };
+  struct HeadLimits {
+    size_t max_request_line;  // longer: uri_too_long
+    size_t max_bytes;         // request line + headers; more: too_large
+    size_t max_lines;         // header lines; more: too_large
+  };
+  // Buffers one request head (request line, headers, blank line) before anyone parses it; it must
+  // arrive by `deadline` however slowly it trickles in.
+  Head read_head(const HeadLimits& limits, Clock::time_point deadline);
+  // Later reads (the body) fail once `deadline` passes; nullopt: only the per-read timeout applies.
+  void set_read_deadline(std::optional<Clock::time_point> deadline) { deadline_ = deadline; }
+
  private:
+  int read_wait_ms() const;
+  enum class Fill { data, closed, timed_out };
+  Fill fill();  // one recv into the buffer's free space
+  // Where the head in the buffer ends (after its blank line), or npos; counts its lines into `lines`.
+  size_t head_end(size_t& lines) const;
+
   int sock_;
   int read_timeout_ms_;
   int write_timeout_ms_;
-  std::array<char, 4096> buffer_{};
+  std::optional<Clock::time_point> deadline_;
+  std::string buffer_;
   size_t begin_ = 0;
   size_t end_ = 0;
 };

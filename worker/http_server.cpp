@@ -6,7 +6,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
 
 #include <sodium.h>
 
@@ -16,6 +20,7 @@
 #include "worker/content_negotiation.hpp"
 #include "worker/problem.hpp"
 #include "worker/routes.hpp"
+#include "worker/task_pool.hpp"
 
 namespace usersd {
 namespace {
@@ -86,6 +91,45 @@ bool declares_body(const httplib::Request& req) {
 
 constexpr int kDrainIdleGraceMs = 200;
 constexpr int kListenBacklog = 1024;  // capped by net.core.somaxconn
+// Debian's libcpp-httplib answers 414 above 8192 bytes (CPPHTTPLIB_REQUEST_URI_MAX_LENGTH, compiled in).
+constexpr size_t kMaxRequestLine = 8192;
+
+// Answers a request we refuse before httplib has parsed it (slow or oversized head, too many connections),
+// then the connection closes. The problem body is as every other error's.
+void send_early_problem(ConnectionStream& stream, int status, const std::string& detail, int retry_after = 0) {
+  httplib::Response res;
+  send_problem(res, status, detail);
+  std::string out = "HTTP/1.1 " + std::to_string(status) + " " + reason_phrase(status) + "\r\n";
+  out += "Content-Type: " + std::string(kProblemContentType) + "\r\n";
+  out += "Content-Length: " + std::to_string(res.body.size()) + "\r\n";
+  if (retry_after > 0) out += "Retry-After: " + std::to_string(retry_after) + "\r\n";
+  out += "X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n" + res.body;
+  stream.write(out.data(), out.size());
+}
+
+// Open connections per client address in this worker, for http.max_connections_per_client.
+class ConnectionCounts {
+ public:
+  bool admit(const std::string& address, int limit) {
+    std::lock_guard lock(mutex_);
+    int& open = counts_[address];
+    if (open >= limit) {
+      if (open == 0) counts_.erase(address);
+      return false;
+    }
+    ++open;
+    return true;
+  }
+  void release(const std::string& address) {
+    std::lock_guard lock(mutex_);
+    auto it = counts_.find(address);
+    if (it != counts_.end() && --it->second <= 0) counts_.erase(it);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<std::string, int> counts_;
+};
 
 }  // namespace
 
@@ -96,10 +140,19 @@ void close_connection_after_response(httplib::Response& res) {
 
 // httplib::Server with our connection loop. Its own loop checks for shutdown only before waiting for the
 // next request, then closes without telling the client, so a client's next request on that keep-alive
-// connection would be reset. Ours says `Connection: close` on the last response instead.
+// connection would be reset. Ours says `Connection: close` on the last response instead. It also reads
+// each request head whole, within http.header_timeout and the size limits, before httplib parses it, and
+// gives up idle connections' threads when new connections are waiting for one.
 class HttpServer::Engine final : public httplib::Server {
  public:
-  Engine(ServingState& state, int drain_event_fd) : state_(state), drain_event_fd_(drain_event_fd) {}
+  Engine(App& app, int drain_event_fd) : app_(app), state_(app.serving), drain_event_fd_(drain_event_fd) {
+    const int threads = app.config.http.threads;
+    new_task_queue = [this, threads] {
+      auto* pool = new TaskPool(static_cast<size_t>(threads));
+      pool_.store(pool);
+      return pool;
+    };
+  }
 
   // Debian's libcpp-httplib listens with a backlog of 5 (compiled in); connection bursts (an ALB opening
   // connections, a sibling worker being replaced) need more. listen() again just resizes the queue.
@@ -108,11 +161,30 @@ class HttpServer::Engine final : public httplib::Server {
  private:
   bool process_and_close_socket(socket_t sock) override {
     state_.connections.fetch_add(1);
+    const HttpConfig& http = app_.config.http;
     ConnectionStream stream(sock, static_cast<int>(read_timeout_sec_ * 1000 + read_timeout_usec_ / 1000),
                             static_cast<int>(write_timeout_sec_ * 1000 + write_timeout_usec_ / 1000));
+    std::string peer;
+    int port = 0;
+    stream.get_remote_ip_and_port(peer, port);
+    // Proxies (the ALB) carry many clients' connections: only direct clients are capped.
+    const bool capped = !app_.trusted_proxies.contains(peer);
     bool ok = true;
-    for (size_t remaining = keep_alive_max_count_; remaining > 0; --remaining) {
-      if (!stream.has_buffered_bytes() && !wait_for_request(sock)) break;
+    if (capped && !connection_counts_.admit(peer, http.max_connections_per_client)) {
+      send_early_problem(stream, 429, "too many open connections from your address", 1);
+      ok = false;
+    }
+    const ConnectionStream::HeadLimits limits{kMaxRequestLine, static_cast<size_t>(http.max_header_bytes),
+                                              static_cast<size_t>(http.max_header_count)};
+    for (size_t remaining = keep_alive_max_count_; ok && remaining > 0; --remaining) {
+      const bool first = remaining == keep_alive_max_count_;
+      if (!stream.has_buffered_bytes() && !wait_for_request(sock, first ? http.header_timeout * 1000 : -1)) break;
+      const auto head = stream.read_head(limits, ConnectionStream::Clock::now() + std::chrono::seconds(http.header_timeout));
+      if (head != ConnectionStream::Head::complete) {
+        refuse_head(stream, head);
+        break;
+      }
+      stream.set_read_deadline(ConnectionStream::Clock::now() + std::chrono::seconds(http.body_timeout));
       const bool last = remaining == 1 || state_.draining.load();
       bool client_closes = false;
       close_requested = false;
@@ -120,38 +192,57 @@ class HttpServer::Engine final : public httplib::Server {
       state_.in_flight.fetch_add(1);
       ok = process_request(stream, last, client_closes, nullptr);
       state_.in_flight.fetch_sub(1);
+      stream.set_read_deadline(std::nullopt);
       if (!ok || client_closes || last || close_requested) break;
     }
+    if (capped) connection_counts_.release(peer);
     ::shutdown(sock, SHUT_RDWR);
     ::close(sock);
     state_.connections.fetch_sub(1);
     return ok;
   }
 
-  // Waits for the next request on an idle keep-alive connection; false means close it.
-  bool wait_for_request(int sock) const {
-    pollfd fds[2] = {{sock, POLLIN, 0}, {drain_event_fd_, POLLIN, 0}};
-    const int keep_alive_ms = static_cast<int>(keep_alive_timeout_sec_ * 1000);
+  static void refuse_head(ConnectionStream& stream, ConnectionStream::Head head) {
+    using Head = ConnectionStream::Head;
+    switch (head) {
+      case Head::timed_out: return send_early_problem(stream, 408, "the request headers did not arrive in time");
+      case Head::uri_too_long: return send_early_problem(stream, 414, "the request line is too long");
+      case Head::too_large: return send_early_problem(stream, 431, "the request headers are too large or too many");
+      case Head::closed:
+      case Head::complete: return;
+    }
+  }
+
+  // Waits for the next request on a new or idle keep-alive connection; false means close it.
+  // timeout_ms < 0: the keep-alive timeout.
+  bool wait_for_request(int sock, int timeout_ms) const {
+    TaskPool* pool = pool_.load();
+    pollfd fds[3] = {{sock, POLLIN, 0}, {drain_event_fd_, POLLIN, 0}, {pool ? pool->pressure_fd() : -1, POLLIN, 0}};
+    const int wait_ms = timeout_ms >= 0 ? timeout_ms : static_cast<int>(keep_alive_timeout_sec_ * 1000);
     int n;
     do {
-      n = ::poll(fds, 2, keep_alive_ms);
+      n = ::poll(fds, 3, wait_ms);
     } while (n < 0 && errno == EINTR);
     if (n <= 0) return false;  // keep-alive timeout
     if (fds[0].revents != 0) return true;
+    if (fds[2].revents != 0) return false;  // a new connection needs this thread more than an idle one does
     // Draining: a client that just got a response may already be sending its next one; give it a moment.
     pollfd last_chance{sock, POLLIN, 0};
     return ::poll(&last_chance, 1, kDrainIdleGraceMs) > 0;
   }
 
+  App& app_;
   ServingState& state_;
   int drain_event_fd_;
+  std::atomic<TaskPool*> pool_{nullptr};
+  ConnectionCounts connection_counts_;
 };
 
 HttpServer::HttpServer(App& app)
     : app_(app),
       router_(build_router(app)),
       drain_event_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
-      server_(std::make_unique<Engine>(app.serving, drain_event_fd_)) {
+      server_(std::make_unique<Engine>(app, drain_event_fd_)) {
   configure();
 }
 
@@ -171,8 +262,6 @@ void HttpServer::begin_drain() {
 
 void HttpServer::configure() {
   const HttpConfig& http = app_.config.http;
-  const int threads = http.threads;
-  server_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   server_->set_tcp_nodelay(true);  // without it keep-alive responses wait ~40 ms for delayed ACKs
   server_->set_keep_alive_timeout(http.keep_alive_timeout);
   server_->set_keep_alive_max_count(static_cast<size_t>(http.keep_alive_max_requests));
@@ -216,6 +305,10 @@ void HttpServer::configure() {
     std::string what = "unknown exception";
     try {
       if (ep) std::rethrow_exception(ep);
+    } catch (const PasswordHasherBusy&) {
+      // Every Argon2 slot busy and the queue full: shed this request rather than queue it without bound.
+      res.set_header("Retry-After", "1");
+      return send_problem(res, 503, "the server is too busy to check passwords; retry shortly");
     } catch (const std::exception& e) {
       what = e.what();
     } catch (...) {

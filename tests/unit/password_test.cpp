@@ -5,6 +5,7 @@
 #include <sodium.h>
 
 #include <array>
+#include <atomic>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -104,6 +105,65 @@ TEST_SUITE("password") {
     CHECK_FALSE(hasher.verify(h + std::string(1, '\0') + "junk", "pw"));
     CHECK_FALSE(hasher.verify(h + std::string(1000, 'A'), "pw"));
     CHECK_FALSE(hasher.verify(std::string(1 << 20, '$'), "pw"));
+  }
+
+  TEST_CASE("a saturated gate with a full queue refuses at once") {
+    PasswordPolicy p = fast_policy();
+    p.max_concurrent = 1;
+    p.max_queued = 0;        // nobody may wait...
+    p.max_wait_ms = 600000;  // ...so a refusal cannot come from the wait running out
+    PasswordHasher hasher(p);
+    const std::string h = hasher.hash("pw");
+    std::atomic<bool> stop{false};
+    std::thread holder([&] {  // keeps the one slot busy nearly all the time
+      while (!stop.load()) {
+        try {
+          static_cast<void>(hasher.verify(h, "pw"));
+        } catch (const usersd::PasswordHasherBusy&) {
+        }
+      }
+    });
+    bool refused = false;
+    for (int attempt = 0; attempt < 200 && !refused; ++attempt) {
+      try {
+        static_cast<void>(hasher.verify(h, "pw"));
+      } catch (const usersd::PasswordHasherBusy&) {
+        refused = true;
+      }
+    }
+    stop = true;
+    holder.join();
+    CHECK(refused);
+    CHECK(hasher.verify(h, "pw"));  // free again afterwards
+  }
+
+  TEST_CASE("a caller that waits past max_wait_ms is refused") {
+    PasswordPolicy p = fast_policy();
+    p.max_concurrent = 1;
+    p.max_queued = 8;
+    p.max_wait_ms = 1;
+    PasswordHasher hasher(p);
+    const std::string h = hasher.hash("pw");
+    std::atomic<bool> stop{false};
+    std::thread holder([&] {
+      while (!stop.load()) {
+        try {
+          static_cast<void>(hasher.verify(h, "pw"));
+        } catch (const usersd::PasswordHasherBusy&) {
+        }
+      }
+    });
+    bool refused = false;
+    for (int attempt = 0; attempt < 200 && !refused; ++attempt) {
+      try {
+        static_cast<void>(hasher.verify(h, "pw"));
+      } catch (const usersd::PasswordHasherBusy&) {
+        refused = true;
+      }
+    }
+    stop = true;
+    holder.join();
+    CHECK(refused);
   }
 
   TEST_CASE("verify_dummy runs") {
