@@ -45,7 +45,7 @@ struct PasswordConfig {
   int64_t opslimit = 2;
   int max_concurrent_hashes = 2;
   int max_queued_hashes = 16;   // requests waiting for a hashing slot; more get 503 at once
-  int max_wait_ms = 2000;       // how long one waits for a slot before 503
+  int max_wait_ms = 10000;      // how long one waits for a slot before 503
 };
 
 // Repeated attempts per key: after max_attempts within window_seconds, locked for lockout_seconds,

@@ -16,7 +16,7 @@ struct PasswordPolicy {
   uint64_t opslimit = 2;              // OWASP: t = 2
   unsigned max_concurrent = 2;        // hashes running at once in this process
   unsigned max_queued = 16;           // callers waiting for a slot; one more is refused at once
-  unsigned max_wait_ms = 2000;        // a caller waits this long for a slot, then is refused
+  unsigned max_wait_ms = 10000;       // a caller waits this long for a slot, then is refused
   size_t min_length = 8;
   size_t max_length = 128;
 };

@@ -1,9 +1,8 @@
 // /v1/users: list, read, create (admin), replace, patch, delete.
-#include <charconv>
-
 #include "common/ids.hpp"
 #include "common/jwt.hpp"
 #include "common/time_format.hpp"
+#include "worker/page_query.hpp"
 #include "worker/problem.hpp"
 #include "worker/routes.hpp"
 #include "worker/user_json.hpp"
@@ -11,59 +10,18 @@
 namespace usersd {
 namespace {
 
-constexpr int kDefaultLimit = 20;
-constexpr int kMaxLimit = 100;
-constexpr int64_t kMaxPage = 1000000;
 // Read-modify-write rounds for an update without If-Match that keeps losing races; then 412 after all.
 constexpr int kUnconditionalWriteAttempts = 8;
 
 // --- listing -------------------------------------------------------------------------------------------
 
-std::optional<int64_t> parse_int(const std::string& text) {
-  int64_t value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size() || text.empty()) return std::nullopt;
-  return value;
-}
-
-// Cursors are opaque to clients: base64url("a:<id>") pages forward after id, "b:<id>" backward before it.
-std::string make_cursor(char direction, const std::string& id) { return base64url_encode(std::string(1, direction) + ":" + id); }
-
-bool read_cursor(const std::string& cursor, PageRequest& page) {
-  auto decoded = base64url_decode(cursor);
-  if (!decoded) return false;
-  const std::string& text = decoded.value();
-  if (text.size() != 26 || text[1] != ':' || !is_object_id(std::string_view(text).substr(2))) return false;
-  if (text[0] == 'a') page.after_id = text.substr(2);
-  else if (text[0] == 'b') page.before_id = text.substr(2);
-  else return false;
-  return true;
-}
-
 nlohmann::json link(const std::string& href) { return {{"href", href}}; }
 
 void list_users(App& app, const httplib::Request& req, httplib::Response& res) {
-  FieldErrors errors;
-  PageRequest page;
-  page.limit = kDefaultLimit;
-  if (req.has_param("limit")) {
-    auto limit = parse_int(req.get_param_value("limit"));
-    if (!limit || *limit < 1 || *limit > kMaxLimit) errors.push_back({"limit", "must be an integer from 1 to 100"});
-    else page.limit = static_cast<int>(*limit);
-  }
-  std::optional<int64_t> page_number;
-  if (req.has_param("page")) {
-    page_number = parse_int(req.get_param_value("page"));
-    if (!page_number || *page_number < 1 || *page_number > kMaxPage) {
-      errors.push_back({"page", "must be an integer from 1 to 1000000"});
-    }
-  }
-  if (req.has_param("cursor")) {
-    if (req.has_param("page")) errors.push_back({"cursor", "cannot be combined with page"});
-    else if (!read_cursor(req.get_param_value("cursor"), page)) errors.push_back({"cursor", "is not a cursor this server issued"});
-  }
-  if (!errors.empty()) return send_validation_problem(res, errors);
-  if (page_number) page.offset = (*page_number - 1) * page.limit;
+  PageQuery query;
+  if (auto errors = parse_page_query(req.params, query); !errors.empty()) return send_validation_problem(res, errors);
+  const PageRequest& page = query.page;
+  const std::optional<int64_t>& page_number = query.page_number;
 
   auto result = app.store->list(page);
   if (!result) return send_store_error(res, result.error());
