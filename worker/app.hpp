@@ -14,13 +14,7 @@
 
 namespace usersd {
 
-// TEMPORARY stand-in for common/client_address.hpp's TrustedProxies (lead's shared API).
-struct TrustedProxies {
-  bool contains(const std::string&) const { return false; }
-};
-
 struct App {
-  TrustedProxies trusted_proxies;
   Config config;
   std::unique_ptr<UserStore> store;
   std::unique_ptr<PasswordHasher> hasher;
