@@ -10,6 +10,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/client_address.hpp"
+
 extern char** environ;
 
 namespace usersd {
@@ -55,7 +57,8 @@ json config_document(const Config& c) {
         {"body_timeout", c.http.body_timeout},
         {"max_header_bytes", c.http.max_header_bytes},
         {"max_header_count", c.http.max_header_count},
-        {"max_connections_per_client", c.http.max_connections_per_client}}},
+        {"max_connections_per_client", c.http.max_connections_per_client},
+        {"trusted_proxies", c.http.trusted_proxies}}},
       {"jwt",
        {{"secret_file", c.jwt.secret_file},
         {"issuer", c.jwt.issuer},
@@ -362,6 +365,10 @@ void read_http(const Reader& r, Config& c) {
       fail("http.cors_allowed_origins", "\"" + origin + "\" is not an origin like https://app.example.com (no path) or *" +
                                              r.where("http.cors_allowed_origins"));
     }
+  }
+  c.http.trusted_proxies = r.strings("http.trusted_proxies");
+  if (auto parsed = TrustedProxies::parse(c.http.trusted_proxies); std::holds_alternative<std::string>(parsed)) {
+    fail("http.trusted_proxies", std::get<std::string>(parsed) + r.where("http.trusted_proxies"));
   }
 }
 

@@ -29,6 +29,8 @@ struct HttpConfig {
   int max_header_bytes = 16384;        // request line + headers; more gets 431
   int max_header_count = 100;          // header lines; more gets 431
   int max_connections_per_client = 16; // open connections per client address per worker (trusted proxies exempt)
+  // Load balancers whose X-Forwarded-For is believed (IPs or CIDRs); empty: the peer is the client.
+  std::vector<std::string> trusted_proxies;
 };
 
 struct JwtConfig {

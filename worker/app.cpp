@@ -35,6 +35,8 @@ Result<std::unique_ptr<App>> make_app(const Config& config, std::optional<Shared
   if (!limits_table) limits_table = SharedCounterTable::create_private(static_cast<uint32_t>(config.limits.table_entries));
   app->limits_table = std::make_unique<SharedCounterTable>(std::move(*limits_table));
   app->attempts = std::make_unique<AttemptLimiter>(*app->limits_table);
+  // Validated when the config was loaded.
+  app->trusted_proxies = std::get<TrustedProxies>(TrustedProxies::parse(config.http.trusted_proxies));
   app->started_ms = now_ms();
   return app;
 }

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "common/attempt_limiter.hpp"
+#include "common/client_address.hpp"
 #include "common/config.hpp"
 #include "common/jwt.hpp"
 #include "common/password.hpp"
@@ -22,6 +23,7 @@ struct App {
   // Abuse-limit counters: shared with the sibling workers when the supervisor handed us its table.
   std::unique_ptr<SharedCounterTable> limits_table;
   std::unique_ptr<AttemptLimiter> attempts;
+  TrustedProxies trusted_proxies;
   int64_t started_ms = 0;
   ServingState serving;
 };
