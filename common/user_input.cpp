@@ -158,7 +158,8 @@ FieldErrors parse_user_input(const json& body, UserOperation op, bool caller_is_
   if (!body.is_object()) return {{"", "the request body must be a JSON object"}};
   const auto rules = rules_for(op, caller_is_admin);
   for (const auto& [key, value] : body.items()) {
-    const auto rule = std::find_if(rules.begin(), rules.end(), [&](const FieldRule& r) { return key == r.name; });
+    const std::string& name = key;  // clang 14 (the fuzz build) cannot capture a structured binding
+    const auto rule = std::find_if(rules.begin(), rules.end(), [&](const FieldRule& r) { return name == r.name; });
     if (rule == rules.end()) {
       errors.push_back({key, unknown_field_message(key, op)});
       continue;

@@ -19,6 +19,7 @@
 #include "worker/connection_stream.hpp"
 #include "worker/content_negotiation.hpp"
 #include "worker/problem.hpp"
+#include "worker/request_body.hpp"
 #include "worker/routes.hpp"
 #include "worker/task_pool.hpp"
 
@@ -336,6 +337,8 @@ httplib::Server::HandlerResponse HttpServer::before_routing(const httplib::Reque
     headers.erase("Accept-Encoding");
     if (!accepted.empty()) headers.emplace("Accept-Encoding", accepted);
   }
+
+  if (!check_framing(req, res)) return HR::Handled;  // the connection closes: its framing cannot be trusted
 
   if (req.method == "OPTIONS") {
     const auto methods = methods_for_path(router_, req.path);

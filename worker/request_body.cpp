@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "worker/problem.hpp"
 
@@ -63,6 +67,33 @@ int json_nesting_depth(std::string_view text) {
   return deepest;
 }
 
+bool check_framing(const httplib::Request& req, httplib::Response& res) {
+  const auto refuse = [&res](const std::string& why) {
+    send_problem(res, 400, why);
+    return false;
+  };
+  const auto lengths = req.headers.equal_range("Content-Length");
+  std::optional<std::string> length;
+  for (auto it = lengths.first; it != lengths.second; ++it) {
+    const std::string& value = it->second;
+    if (value.empty() || value.size() > 18 || !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return refuse("Content-Length must be one decimal number");
+    }
+    if (length && *length != value) return refuse("conflicting Content-Length headers");
+    length = value;
+  }
+  if (req.has_header("Transfer-Encoding")) {
+    // RFC 9112 6.1: chunked must be the only (and final) coding we accept; with Content-Length as well,
+    // the request is ambiguous about where it ends, the root of request smuggling.
+    if (req.get_header_value_count("Transfer-Encoding") != 1 ||
+        lowercase_trimmed(req.get_header_value("Transfer-Encoding")) != "chunked") {
+      return refuse("Transfer-Encoding must be exactly \"chunked\"");
+    }
+    if (length) return refuse("Content-Length and Transfer-Encoding together are ambiguous");
+  }
+  return true;
+}
+
 bool check_body_headers(const httplib::Request& req, httplib::Response& res, const MediaTypes& accepted) {
   // Decompressing would bypass the body size limit (a zip bomb), so compressed bodies are refused.
   if (req.has_header("Content-Encoding") && lowercase_trimmed(req.get_header_value("Content-Encoding")) != "identity") {
@@ -98,8 +129,28 @@ std::optional<nlohmann::json> parse_json_body(const std::string& body, httplib::
     return std::nullopt;
   }
   try {
-    return nlohmann::json::parse(body);
-  } catch (const nlohmann::json::parse_error& e) {
+    // RFC 8259 leaves duplicate names undefined; parsers disagree on which one wins, which lets a body
+    // mean one thing to a proxy or WAF and another to us. Refused instead.
+    std::vector<std::set<std::string>> open_objects;
+    std::string duplicate;
+    auto json = nlohmann::json::parse(body, [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+      using E = nlohmann::json::parse_event_t;
+      if (event == E::object_start) open_objects.emplace_back();
+      else if (event == E::object_end && !open_objects.empty()) open_objects.pop_back();
+      else if (event == E::key && !open_objects.empty() && !open_objects.back().insert(parsed.get<std::string>()).second &&
+               duplicate.empty()) {
+        duplicate = parsed.get<std::string>();
+      }
+      return true;
+    });
+    if (!duplicate.empty()) {
+      if (duplicate.size() > 64) duplicate = duplicate.substr(0, 64) + "...";
+      send_problem(res, 400, "malformed JSON: the member name \"" + duplicate + "\" appears twice in one object");
+      return std::nullopt;
+    }
+    return json;
+  } catch (const nlohmann::json::exception& e) {
+    // parse_error, and out_of_range for numbers beyond a double (1e999): both are the client's JSON.
     // e.what() reads "[json.exception.parse_error.101] parse error at line 1, column 9: ..."; keep the useful tail.
     std::string what = e.what();
     const auto tail = what.find("] ");

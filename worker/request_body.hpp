@@ -17,6 +17,10 @@ inline constexpr int kMaxJsonDepth = 32;
 // Media types a route accepts, e.g. {"application/json", "application/merge-patch+json"}.
 using MediaTypes = std::vector<std::string_view>;
 
+// Rejects requests whose body framing is ambiguous (request smuggling shapes): several or malformed
+// Content-Length values, a Transfer-Encoding other than exactly "chunked", or both headers. 400.
+bool check_framing(const httplib::Request& req, httplib::Response& res);
+
 // Rejects Content-Encoding and unsupported Content-Type (415). Called before the body is read.
 bool check_body_headers(const httplib::Request& req, httplib::Response& res, const MediaTypes& accepted);
 
