@@ -91,6 +91,7 @@ bool declares_body(const httplib::Request& req) {
 }
 
 constexpr int kDrainIdleGraceMs = 200;
+constexpr int kPressureIdleGraceMs = 50;
 constexpr int kListenBacklog = 1024;  // capped by net.core.somaxconn
 // Debian's libcpp-httplib answers 414 above 8192 bytes (CPPHTTPLIB_REQUEST_URI_MAX_LENGTH, compiled in).
 constexpr size_t kMaxRequestLine = 8192;
@@ -226,10 +227,10 @@ class HttpServer::Engine final : public httplib::Server {
     } while (n < 0 && errno == EINTR);
     if (n <= 0) return false;  // keep-alive timeout
     if (fds[0].revents != 0) return true;
-    if (fds[2].revents != 0) return false;  // a new connection needs this thread more than an idle one does
-    // Draining: a client that just got a response may already be sending its next one; give it a moment.
+    // Draining, or a new connection waits for a thread that this idle one holds: close it, unless its
+    // next request is on its way (a client that just got a response may be sending already).
     pollfd last_chance{sock, POLLIN, 0};
-    return ::poll(&last_chance, 1, kDrainIdleGraceMs) > 0;
+    return ::poll(&last_chance, 1, fds[1].revents != 0 ? kDrainIdleGraceMs : kPressureIdleGraceMs) > 0;
   }
 
   App& app_;

