@@ -171,11 +171,9 @@ class HttpServer::Engine final : public httplib::Server {
     stream.get_remote_ip_and_port(peer, port);
     // Proxies (the ALB) carry many clients' connections: only direct clients are capped.
     const bool capped = !app_.trusted_proxies.contains(peer);
-    bool ok = true;
-    if (capped && !connection_counts_.admit(peer, http.max_connections_per_client)) {
-      send_early_problem(stream, 429, "too many open connections from your address", 1);
-      ok = false;
-    }
+    const bool admitted = !capped || connection_counts_.admit(peer, http.max_connections_per_client);
+    bool ok = admitted;
+    if (!admitted) send_early_problem(stream, 429, "too many open connections from your address", 1);
     const ConnectionStream::HeadLimits limits{kMaxRequestLine, static_cast<size_t>(http.max_header_bytes),
                                               static_cast<size_t>(http.max_header_count)};
     for (size_t remaining = keep_alive_max_count_; ok && remaining > 0; --remaining) {
@@ -197,7 +195,7 @@ class HttpServer::Engine final : public httplib::Server {
       stream.set_read_deadline(std::nullopt);
       if (!ok || client_closes || last || close_requested) break;
     }
-    if (capped) connection_counts_.release(peer);
+    if (capped && admitted) connection_counts_.release(peer);
     ::shutdown(sock, SHUT_RDWR);
     ::close(sock);
     state_.connections.fetch_sub(1);

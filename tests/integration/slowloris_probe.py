@@ -12,6 +12,7 @@ checks whether a well-behaved client on 127.0.0.1 still gets GET /healthcheck an
 seconds. It prints the smallest N that stops it, per attack shape.
 """
 import argparse
+import json
 import socket
 import sys
 import tempfile
@@ -76,11 +77,11 @@ def probe(args, spread):
             config["http"]["max_connections_per_client"] = 1000000
         server = usersd_harness.Server(Path(tmp), config=config)
         # The harness raises the per-client cap for the functional suites; the probe measures the real default.
-        cfg = server.config_path.read_text()
-        import json
-        doc = json.loads(cfg)
-        if not args.no_cap:
+        doc = json.loads(server.config_path.read_text())
+        if not args.no_cap or args.legacy:
             doc["http"].pop("max_connections_per_client", None)
+        if args.legacy:  # a build from before these settings existed: it refuses unknown keys
+            doc.pop("limits", None)
         server.config_path.write_text(json.dumps(doc))
         server.start()
         try:
@@ -108,6 +109,7 @@ def main():
     p.add_argument("--patience", type=float, default=5.0)
     p.add_argument("--settle", type=float, default=2.0)
     p.add_argument("--no-cap", action="store_true", help="raise max_connections_per_client out of the way")
+    p.add_argument("--legacy", action="store_true", help="the binary predates limits.* and the connection cap")
     p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
                    default=[8, 16, 32, 48, 64, 96, 128, 192, 256, 512])
     args = p.parse_args()
