@@ -50,6 +50,22 @@ int ConnectionStream::read_wait_ms() const {
 
 bool ConnectionStream::is_readable() const { return has_buffered_bytes() || wait_for(sock_, POLLIN, read_wait_ms()); }
 
+bool ConnectionStream::wait_for_head_bytes() const {
+  if (head_.pressure_fd < 0) return wait_for(sock_, POLLIN, read_wait_ms());
+  pollfd fds[2] = {{sock_, POLLIN, 0}, {head_.pressure_fd, POLLIN, 0}};
+  int n;
+  do {
+    n = ::poll(fds, 2, read_wait_ms());
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return false;
+  if (fds[0].revents != 0) return true;
+  // Connections are waiting for a thread while this one dawdles over its head: it gets what is left of
+  // its grace, then gives the thread up (slowloris from many addresses would hold every thread otherwise).
+  const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - head_.started).count();
+  const int64_t left = head_.grace_ms - spent;
+  return left > 0 && wait_for(sock_, POLLIN, static_cast<int>(std::min<int64_t>(left, read_wait_ms())));
+}
+
 ConnectionStream::Fill ConnectionStream::fill() {
   if (begin_ == end_) begin_ = end_ = 0;
   if (end_ == buffer_.size() && begin_ > 0) {  // make room at the back
@@ -58,7 +74,7 @@ ConnectionStream::Fill ConnectionStream::fill() {
     begin_ = 0;
   }
   if (end_ == buffer_.size()) return Fill::closed;  // callers bound the head well below the buffer
-  if (!wait_for(sock_, POLLIN, read_wait_ms())) return Fill::timed_out;
+  if (!wait_for_head_bytes()) return Fill::timed_out;
   ssize_t n;
   do {
     n = ::recv(sock_, buffer_.data() + end_, buffer_.size() - end_, 0);
@@ -81,7 +97,9 @@ size_t ConnectionStream::head_end(size_t& lines) const {
   return std::string::npos;
 }
 
-ConnectionStream::Head ConnectionStream::read_head(const HeadLimits& limits, Clock::time_point deadline) {
+ConnectionStream::Head ConnectionStream::read_head(const HeadLimits& limits, Clock::time_point deadline,
+                                                   int pressure_fd) {
+  head_ = HeadWait{pressure_fd, Clock::now(), limits.grace_under_pressure_ms};
   // Room for the whole head in one piece, so httplib parses it from memory.
   if (buffer_.size() < limits.max_bytes + kMinBuffer) buffer_.resize(limits.max_bytes + kMinBuffer);
   deadline_ = deadline;
@@ -91,17 +109,20 @@ ConnectionStream::Head ConnectionStream::read_head(const HeadLimits& limits, Clo
     const size_t head_bytes = (end == std::string::npos ? end_ : end) - begin_;
     const char* line_end = static_cast<const char*>(std::memchr(buffer_.data() + begin_, '\n', end_ - begin_));
     const size_t request_line = line_end ? static_cast<size_t>(line_end - (buffer_.data() + begin_)) : end_ - begin_;
+    if (request_line > limits.max_request_line || end != std::string::npos || head_bytes > limits.max_bytes ||
+        lines > limits.max_lines + 1) {
+      head_.pressure_fd = -1;
+    }
     if (request_line > limits.max_request_line) return Head::uri_too_long;
     if (end != std::string::npos) {
       // lines counts the request line and the blank line too.
       return head_bytes > limits.max_bytes || lines > limits.max_lines + 2 ? Head::too_large : Head::complete;
     }
     if (head_bytes > limits.max_bytes || lines > limits.max_lines + 1) return Head::too_large;
-    switch (fill()) {
-      case Fill::data: break;
-      case Fill::timed_out: return Head::timed_out;
-      case Fill::closed: return Head::closed;  // EOF or a socket error: nobody to answer
-    }
+    const Fill filled = fill();
+    if (filled == Fill::data) continue;
+    head_.pressure_fd = -1;  // the body and later reads wait on the socket alone
+    return filled == Fill::timed_out ? Head::timed_out : Head::closed;  // closed: EOF or error, nobody to answer
   }
 }
 

@@ -7,6 +7,7 @@
 #include <httplib.h>
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -34,10 +35,12 @@ class ConnectionStream final : public httplib::Stream {
     size_t max_request_line;  // longer: uri_too_long
     size_t max_bytes;         // request line + headers; more: too_large
     size_t max_lines;         // header lines; more: too_large
+    int64_t grace_under_pressure_ms;  // how long a head may take while pressure_fd is readable
   };
   // Buffers one request head (request line, headers, blank line) before anyone parses it; it must
-  // arrive by `deadline` however slowly it trickles in.
-  Head read_head(const HeadLimits& limits, Clock::time_point deadline);
+  // arrive by `deadline` however slowly it trickles in, and within the grace while `pressure_fd`
+  // (-1: none) says other connections wait for a thread.
+  Head read_head(const HeadLimits& limits, Clock::time_point deadline, int pressure_fd);
   // Later reads (the body) fail once `deadline` passes; nullopt: only the per-read timeout applies.
   void set_read_deadline(std::optional<Clock::time_point> deadline) { deadline_ = deadline; }
 
@@ -45,6 +48,13 @@ class ConnectionStream final : public httplib::Stream {
   int read_wait_ms() const;
   enum class Fill { data, closed, timed_out };
   Fill fill();  // one recv into the buffer's free space
+  bool wait_for_head_bytes() const;
+
+  struct HeadWait {
+    int pressure_fd = -1;
+    Clock::time_point started;
+    int64_t grace_ms = 0;
+  };
   // Where the head in the buffer ends (after its blank line), or npos; counts its lines into `lines`.
   size_t head_end(size_t& lines) const;
 
@@ -52,6 +62,7 @@ class ConnectionStream final : public httplib::Stream {
   int read_timeout_ms_;
   int write_timeout_ms_;
   std::optional<Clock::time_point> deadline_;
+  HeadWait head_;
   std::string buffer_;
   size_t begin_ = 0;
   size_t end_ = 0;

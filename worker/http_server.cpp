@@ -92,6 +92,9 @@ bool declares_body(const httplib::Request& req) {
 
 constexpr int kDrainIdleGraceMs = 200;
 constexpr int kPressureIdleGraceMs = 50;
+// While connections wait for a thread, a request head taking longer than this is cut off (408): a
+// real client's head arrives in one or two packets; a slowloris one never does.
+constexpr int64_t kSlowHeadUnderPressureMs = 1000;
 constexpr int kListenBacklog = 1024;  // capped by net.core.somaxconn
 // Debian's libcpp-httplib answers 414 above 8192 bytes (CPPHTTPLIB_REQUEST_URI_MAX_LENGTH, compiled in).
 constexpr size_t kMaxRequestLine = 8192;
@@ -175,11 +178,13 @@ class HttpServer::Engine final : public httplib::Server {
     bool ok = admitted;
     if (!admitted) send_early_problem(stream, 429, "too many open connections from your address", 1);
     const ConnectionStream::HeadLimits limits{kMaxRequestLine, static_cast<size_t>(http.max_header_bytes),
-                                              static_cast<size_t>(http.max_header_count)};
+                                              static_cast<size_t>(http.max_header_count), kSlowHeadUnderPressureMs};
+    TaskPool* pool = pool_.load();
     for (size_t remaining = keep_alive_max_count_; ok && remaining > 0; --remaining) {
       const bool first = remaining == keep_alive_max_count_;
       if (!stream.has_buffered_bytes() && !wait_for_request(sock, first ? http.header_timeout * 1000 : -1)) break;
-      const auto head = stream.read_head(limits, ConnectionStream::Clock::now() + std::chrono::seconds(http.header_timeout));
+      const auto head = stream.read_head(limits, ConnectionStream::Clock::now() + std::chrono::seconds(http.header_timeout),
+                                         pool ? pool->pressure_fd() : -1);
       if (head != ConnectionStream::Head::complete) {
         refuse_head(stream, head);
         break;

@@ -150,6 +150,7 @@ def test_a_slowloris_attack_does_not_stop_other_clients(supervisors):
     # A small pool makes the point with few connections: 8 threads, at most 4 per address.
     sup = start(supervisors, http={"threads": 8, "max_connections_per_client": 4, "header_timeout": 5})
     trickling = [connect(sup.port, "127.0.0.2") for _ in range(16)]  # most are refused by the cap
+    trickling += [connect(sup.port, f"127.0.1.{1 + i}") for i in range(16)]  # a botnet: one each, uncapped
     idle = [connect(sup.port, f"127.0.0.{3 + i // 4}") for i in range(24)]  # idle, from six addresses
     with Trickler(trickling):
         for _ in range(5):
