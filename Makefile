@@ -15,7 +15,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 APT_PACKAGES := build-essential cmake pkg-config ca-certificates curl git \
   libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev \
-  libmongoc-dev libbson-dev libsodium-dev nlohmann-json3-dev libcli11-dev \
+  libmongoc-dev libbson-dev libsodium-dev libcrypt-dev nlohmann-json3-dev libcli11-dev \
   libspdlog-dev libfmt-dev doctest-dev libsqlite3-dev sqlite3 \
   python3 python3-venv python3-pip wrk procps iproute2 \
   dpkg-dev lintian systemd shellcheck packer

@@ -2,6 +2,8 @@
 // memlimit bytes for its whole duration and an unbounded login storm would exhaust memory.
 #include "common/password.hpp"
 
+#include "common/legacy_bcrypt.hpp"
+
 #include <sodium.h>
 
 #include <array>
@@ -97,15 +99,27 @@ std::string PasswordHasher::hash(std::string_view password) {
 }
 
 bool PasswordHasher::verify(std::string_view encoded_hash, std::string_view password) {
+  if (is_bcrypt_hash(encoded_hash)) {
+    // bcrypt is CPU-bound rather than memory-bound, but still one slot: the gate bounds hashing work.
+    Gate::Slot slot(*gate_);
+    return bcrypt_verify(encoded_hash, password);
+  }
   const auto encoded = to_encoded(encoded_hash);
-  if (!encoded) return false;
+  if (!encoded || !encoded_hash.starts_with("$argon2")) {
+    // No usable hash: spend what a real check spends, so "no password set" looks like "wrong password".
+    verify_dummy(password);
+    return false;
+  }
   Gate::Slot slot(*gate_);
   return crypto_pwhash_str_verify(encoded->data(), password_ptr(password), password.size()) == 0;
 }
 
 void PasswordHasher::verify_dummy(std::string_view password) {
   // The result is meaningless; only the time spent matters.
-  static_cast<void>(verify(dummy_hash_, password));
+  const auto encoded = to_encoded(dummy_hash_);
+  Gate::Slot slot(*gate_);
+  const int ignored = crypto_pwhash_str_verify(encoded->data(), password_ptr(password), password.size());
+  static_cast<void>(ignored);
 }
 
 bool PasswordHasher::needs_rehash(std::string_view encoded_hash) const {
