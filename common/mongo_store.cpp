@@ -88,6 +88,12 @@ void init_driver() {
   });
 }
 
+}  // namespace
+
+void init_mongo_driver() { init_driver(); }
+
+namespace {
+
 // ---------------------------------------------------------------------------------------------
 // RAII handles
 
