@@ -31,15 +31,20 @@ class PasswordHasher {
   // Returns an "$argon2id$..." encoded string. Throws std::runtime_error only when out of memory.
   std::string hash(std::string_view password);
   // Argon2id/Argon2i (libsodium) or legacy bcrypt ($2a$/$2b$/$2y$). A hash of neither kind (e.g. the empty
-  // hash of an imported account that has no password yet) never matches, and costs what a dummy verify costs.
+  // hash of an imported account that has no password yet) never matches.
+  // Every failure costs one Argon2id and one bcrypt computation, whatever the stored hash: so a wrong
+  // password for a not-yet-upgraded legacy account, for an upgraded one, and an unknown email
+  // (verify_dummy) all take the same time, and timing cannot tell which emails are legacy accounts.
   bool verify(std::string_view encoded_hash, std::string_view password);
-  // Runs a verify against a fixed hash so an unknown email costs what a wrong password costs.
+  // What a failed verify costs, for an unknown email.
   void verify_dummy(std::string_view password);
   // True when the hash was made with other parameters than the current policy.
   bool needs_rehash(std::string_view encoded_hash) const;
 
  private:
   struct Gate;
+  void argon2_dummy(std::string_view password);
+  void bcrypt_dummy(std::string_view password);
   PasswordPolicy policy_;
   std::unique_ptr<Gate> gate_;
   std::string dummy_hash_;
