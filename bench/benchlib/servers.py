@@ -70,8 +70,11 @@ class Usersd:
         self.proc = None
 
     def cli(self, *args, stdin=None):
-        return subprocess.run([self.binary, *args, "--config", str(self.config_path)], input=stdin,
-                              capture_output=True, text=True, env=self.env, check=True).stdout
+        r = subprocess.run([self.binary, *args, "--config", str(self.config_path)], input=stdin,
+                           capture_output=True, text=True, env=self.env)
+        if r.returncode != 0:
+            raise RuntimeError(f"usersd {' '.join(args)} failed: {r.stderr.strip()}")
+        return r.stdout
 
     def __enter__(self):
         self.log = open(self.dir / "usersd.log", "w")
@@ -100,6 +103,15 @@ class Usersd:
                 return workers
             time.sleep(0.1)
         raise RuntimeError("usersd workers did not all come online")
+
+    def wait_idle(self, timeout=30.0):
+        """Until no worker has a request in flight (heartbeats report it once a second)."""
+        deadline = time.monotonic() + timeout
+        time.sleep(1.1)
+        while time.monotonic() < deadline:
+            if all(w.get("in_flight", 0) == 0 for w in self.status()["workers"]):
+                return
+            time.sleep(0.2)
 
     def pids(self):
         """{'supervisor': pid, 'worker0': pid, ...}"""
@@ -163,3 +175,34 @@ class Nginx:
 
     def __exit__(self, *exc):
         stop_process(self.proc)
+
+
+class FerretDB:
+    """FerretDB (MongoDB wire protocol on SQLite, built by `make ferretdb`) for BENCH_STORE=mongodb."""
+
+    def __init__(self, binary, workdir):
+        self.binary, self.dir = str(binary), Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"mongodb://127.0.0.1:{self.port}/usersd_bench"
+        self.proc = None
+
+    def __enter__(self):
+        self.log = open(self.dir / "ferretdb.log", "w")
+        self.proc = subprocess.Popen(
+            [self.binary, "--handler=sqlite", f"--sqlite-url=file:{self.dir}/", f"--listen-addr=127.0.0.1:{self.port}",
+             "--debug-addr=-", "--telemetry=disable", f"--state-dir={self.dir}", "--log-level=error"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        self.__exit__()
+        raise RuntimeError("FerretDB did not start")
+
+    def __exit__(self, *exc):
+        stop_process(self.proc)
+        self.log.close()
