@@ -4,7 +4,7 @@ program, all measured in one run on this machine. Prints a table and writes benc
 
     bench/run_bench.py --build build [--out bench/results/latest.json]
 
-Settings (environment): RUNS (3) x SECONDS (5) per closed-loop figure, medians reported; CONNECTIONS (32)
+Settings (environment): RUNS (3) x DURATION (5 s) per closed-loop figure, medians reported; CONNECTIONS (32)
 and WRK_THREADS (2) for wrk; RATE (2000/s) and OPEN_SECONDS (5) for the open-loop latency runs; USERS (1000)
 in the store; LOGIN_CLIENTS (8); RELOAD_RATE (1000/s) and RELOAD_SECONDS (8); WORKERS (CPUs available, at
 least 2). BENCH_STORE=mongodb runs usersd on FerretDB (make ferretdb) instead of SQLite. Traffic goes to 127.0.0.1 only and every run is bounded in time."""
@@ -34,7 +34,7 @@ def env_int(name, default):
 
 
 RUNS = env_int("RUNS", 3)
-SECONDS = env_int("SECONDS", 5)
+SECONDS = env_int("DURATION", 5)
 CONNECTIONS = env_int("CONNECTIONS", 32)
 WRK_THREADS = env_int("WRK_THREADS", 2)
 RATE = env_int("RATE", 2000)
