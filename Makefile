@@ -102,7 +102,7 @@ test: deps build unit-test asan-test integration-test deploy-test
 # figure); settings via the environment, e.g. RUNS=5 DURATION=10 make bench. BENCH_STORE=mongodb: FerretDB.
 bench: deps build bench-deps $(if $(filter mongodb,$(BENCH_STORE)),ferretdb)
 	unshare --net sh -c 'ip link set lo up && sysctl -q -w net.ipv4.tcp_migrate_req=1 && \
-	  python3 bench/run_bench.py --build $(BUILD_DIR)'
+	  VEGETA_VERSION=$(VEGETA_VERSION) python3 bench/run_bench.py --build $(BUILD_DIR)'
 
 # Where a worker's time goes under scenario 2 (perf record of one worker, top symbols and libraries).
 bench-profile: deps build bench-deps

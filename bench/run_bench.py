@@ -69,7 +69,7 @@ def tool_versions(vegeta_bin):
         except (OSError, IndexError):
             return "?"
     return {"wrk": first_line(["wrk", "-v"]), "nginx": first_line(["nginx", "-v"]),
-            "vegeta": first_line([vegeta_bin, "-version"])}
+            "vegeta": os.environ.get("VEGETA_VERSION", "?")}
 
 
 def closed_loop(label, url, script="summary.lua", env=None, threads=WRK_THREADS, connections=CONNECTIONS):
@@ -199,7 +199,9 @@ def main():
                 "rate": RELOAD_RATE, "seconds": RELOAD_SECONDS, "reload_s": round((end - begin) / 1e9, 2),
                 "workers_replaced": sum(1 for k, p in new_pids.items() if k != "supervisor" and p != pids.get(k)),
                 "all": latency_summary(records), "before": latency_summary(records, end_ns=begin),
-                "during": latency_summary(records, begin, end), "after": latency_summary(records, start_ns=end)}
+                # The spike lasts a little past the command: new workers' first requests, reconnections.
+                "during": latency_summary(records, begin, end + 10**9),
+                "after": latency_summary(records, start_ns=end + 10**9)}
             log(f"  failed {results['reload']['all']['failed']} of {results['reload']['all']['requests']}; "
                 f"p99 before {results['reload']['before']['p99_ms']:.2f} ms, "
                 f"during {results['reload']['during']['p99_ms']:.2f} ms")
@@ -302,7 +304,7 @@ def render(r):
     parts.append(
         f"\nRolling reload of {rl['workers_replaced']} workers under {rl['rate']} req/s: failed {rl['all']['failed']} "
         f"of {rl['all']['requests']}; reload took {rl['reload_s']} s; p99 {fmt(rl['before']['p99_ms'], 2)} ms before, "
-        f"{fmt(rl['during']['p99_ms'], 2)} ms during (max {fmt(rl['during']['max_ms'], 2)} ms), "
+        f"{fmt(rl['during']['p99_ms'], 2)} ms during it and 1 s after (max {fmt(rl['during']['max_ms'], 2)} ms), "
         f"{fmt(rl['after']['p99_ms'], 2)} ms after")
 
     rows = [[k, v["value"], v["target"]] for k, v in r["targets"].items()]
