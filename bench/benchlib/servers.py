@@ -184,8 +184,10 @@ class FerretDB:
         self.binary, self.dir = str(binary), Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.url = f"mongodb://127.0.0.1:{self.port}/usersd_bench"
         self.proc = None
+
+    def url(self, database):
+        return f"mongodb://127.0.0.1:{self.port}/{database}"
 
     def __enter__(self):
         self.log = open(self.dir / "ferretdb.log", "w")
