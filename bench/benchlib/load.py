@@ -42,12 +42,15 @@ class Vegeta:
     def __init__(self, binary):
         self.binary = str(binary)
 
-    def attack(self, targets, rate, seconds, during=None):
+    def attack(self, targets, rate, seconds, during=None, max_connections=None):
         """Sends `rate` requests/s for `seconds` over the targets (vegeta's text format) and returns
-        one record per request: (start_ns, status, latency_ns). `during(t0)` runs while the attack does."""
+        one record per request: (start_ns, status, latency_ns). `during(t0)` runs while the attack does.
+        max_connections bounds the client's connection pool, as a load balancer's or a service client's
+        is; a request waiting for a free connection still counts that wait in its latency."""
+        limit = [f"-max-connections={max_connections}"] if max_connections else []
         attack = subprocess.Popen(
             [self.binary, "attack", f"-rate={rate}/s", f"-duration={seconds}s", "-timeout=10s",
-             "-keepalive=true", "-max-body=0"],
+             "-keepalive=true", "-max-body=0", *limit],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=False)
         t0 = time.time_ns()
         attack.stdin.write(targets.encode())
