@@ -44,7 +44,7 @@ def main():
             lines = [l for l in out.splitlines() if "%" in l and not l.startswith("#")]
             if title.startswith("syscalls"):
                 lines = [l for l in lines if "__x64_sys" in l or "schedule" in l][:12]
-            print(f"\n{title}:\n" + "\n".join(lines[:30]))
+            print(f"\n{title}:\n" + "\n".join(l[:118] for l in lines[:30]))
 
 
 if __name__ == "__main__":
