@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "worker/channel.hpp"
+#include "worker/metrics_layout.hpp"
 
 namespace usersd {
 namespace {
@@ -29,7 +30,7 @@ std::vector<std::string> worker_argv(const WorkerLaunch& launch) {
 }
 
 // Runs in the child between fork and exec: only async-signal-safe calls.
-[[noreturn]] void exec_child(int channel_fd, char* const* argv) {
+[[noreturn]] void exec_child(int channel_fd, int metrics_fd, char* const* argv) {
   // The supervisor blocks signals to read them from a signalfd; the mask survives exec, so clear it.
   sigset_t none;
   sigemptyset(&none);
@@ -40,6 +41,8 @@ std::vector<std::string> worker_argv(const WorkerLaunch& launch) {
     // Already at fd 3: only drop close-on-exec.
     fcntl(channel_fd, F_SETFD, 0);
   }
+  // The memfd sits at fd >= 10 (metrics_memory.cpp), so the dup2 above cannot have replaced it.
+  if (metrics_fd >= 0 && dup2(metrics_fd, metrics::kMetricsFd) < 0) _exit(126);
   execv(argv[0], argv);
   const char msg[] = "usersd worker: exec failed\n";
   [[maybe_unused]] auto n = write(STDERR_FILENO, msg, sizeof msg - 1);
@@ -66,7 +69,7 @@ std::optional<SpawnedWorker> spawn_worker(const WorkerLaunch& launch, std::strin
     error = std::string("fork: ") + std::strerror(errno);
     return std::nullopt;
   }
-  if (pid == 0) exec_child(theirs.get(), argv.data());
+  if (pid == 0) exec_child(theirs.get(), launch.metrics_fd, argv.data());
   return SpawnedWorker{pid, std::move(ours)};
 }
 

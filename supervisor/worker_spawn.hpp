@@ -1,5 +1,5 @@
 // Starting a worker process: fork, then exec the installed binary as `usersd worker`, with the
-// supervisor channel on fd 3. Exec (not just fork) is what lets a reload pick up a new build.
+// supervisor channel on fd 3 and the metrics shared memory on fd 4. Exec (not just fork) is what lets a reload pick up a new build.
 #pragma once
 
 #include <sys/types.h>
@@ -17,6 +17,7 @@ struct WorkerLaunch {
   int slot = 0;
   std::optional<std::string> config_file;    // absolute
   std::map<std::string, std::string> overrides;  // dotted key -> value, as given on the command line
+  int metrics_fd = -1;                       // the metrics memfd, given to the worker as fd 4 (-1: none)
 };
 
 struct SpawnedWorker {
