@@ -10,6 +10,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/client_address.hpp"
+
 extern char** environ;
 
 namespace usersd {
@@ -43,7 +45,8 @@ json config_document(const Config& c) {
         {"keep_alive_max_requests", c.http.keep_alive_max_requests},
         {"read_timeout", c.http.read_timeout},
         {"write_timeout", c.http.write_timeout},
-        {"cors_allowed_origins", c.http.cors_allowed_origins}}},
+        {"cors_allowed_origins", c.http.cors_allowed_origins},
+        {"trusted_proxies", c.http.trusted_proxies}}},
       {"jwt",
        {{"secret_file", c.jwt.secret_file},
         {"issuer", c.jwt.issuer},
@@ -317,6 +320,10 @@ void read_http(const Reader& r, Config& c) {
       fail("http.cors_allowed_origins", "\"" + origin + "\" is not an origin like https://app.example.com (no path) or *" +
                                              r.where("http.cors_allowed_origins"));
     }
+  }
+  c.http.trusted_proxies = r.strings("http.trusted_proxies");
+  if (auto parsed = TrustedProxies::parse(c.http.trusted_proxies); std::holds_alternative<std::string>(parsed)) {
+    fail("http.trusted_proxies", std::get<std::string>(parsed) + r.where("http.trusted_proxies"));
   }
 }
 

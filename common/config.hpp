@@ -23,6 +23,8 @@ struct HttpConfig {
   int read_timeout = 10;               // seconds
   int write_timeout = 10;              // seconds
   std::vector<std::string> cors_allowed_origins;
+  // Load balancers whose X-Forwarded-For is believed (IPs or CIDRs); empty: the peer is the client.
+  std::vector<std::string> trusted_proxies;
 };
 
 struct JwtConfig {

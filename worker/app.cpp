@@ -30,6 +30,8 @@ Result<std::unique_ptr<App>> make_app(const Config& config) {
   app->store = std::move(store).value();
   app->hasher = std::make_unique<PasswordHasher>(password_policy_from(config));
   app->jwt = jwt_settings_from(config);
+  // Validated when the config was loaded.
+  app->trusted_proxies = std::get<TrustedProxies>(TrustedProxies::parse(config.http.trusted_proxies));
   app->started_ms = now_ms();
   return app;
 }

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "common/client_address.hpp"
 #include "common/config.hpp"
 #include "common/jwt.hpp"
 #include "common/password.hpp"
@@ -18,6 +19,7 @@ struct App {
   std::unique_ptr<UserStore> store;
   std::unique_ptr<PasswordHasher> hasher;
   JwtSettings jwt;
+  TrustedProxies trusted_proxies;
   int64_t started_ms = 0;
   ServingState serving;
   std::unique_ptr<WorkerMetrics> metrics;  // null: metrics disabled (admin.port 0) or no supervisor

@@ -190,6 +190,7 @@ BAD_CONFIGS = [
     ("bool wrong type", {"registration_enabled": "yes"}, "registration_enabled"),
     ("origins wrong type", {"http": {"cors_allowed_origins": "https://app.example.com"}}, "http.cors_allowed_origins"),
     ("origin with path", {"http": {"cors_allowed_origins": ["https://app.example.com/x"]}}, "http.cors_allowed_origins"),
+    ("proxy not a network", {"http": {"trusted_proxies": ["10.0.0.0/99"]}}, "http.trusted_proxies"),
     ("bad log level", {"log": {"level": "loud"}}, "log.level"),
     ("bad env", {"env": "staging"}, "env"),
     ("bind not an ip", {"http": {"bind": "localhost"}}, "http.bind"),

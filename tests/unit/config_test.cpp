@@ -120,6 +120,12 @@ TEST_CASE("errors name the key and where the value came from") {
     TempFile f(R"({"http": {"cors_allowed_origins": ["https://ok.example.com", "https://bad.example.com/path"]}})");
     CHECK(err(load(f.path.string())).key == "http.cors_allowed_origins");
   }
+  SUBCASE("trusted proxies must be addresses or networks") {
+    TempFile f(R"({"http": {"trusted_proxies": ["10.0.0.0/8", "10.0.0.0/40"]}})");
+    const auto e = err(load(f.path.string()));
+    CHECK(e.key == "http.trusted_proxies");
+    CHECK(e.message.find("10.0.0.0/40") != std::string::npos);
+  }
   SUBCASE("password parameters below OWASP's minimum") {
     TempFile f(R"({"password": {"memlimit_kib": 8192, "opslimit": 2}})");
     CHECK(err(load(f.path.string())).key == "password.opslimit");
