@@ -23,6 +23,12 @@ void add(HistogramTotals& into, const Histogram& h) {
   into.sum_us += h.sum_us.load(std::memory_order_relaxed);
 }
 
+uint64_t count(const HistogramTotals& h) {
+  uint64_t n = 0;
+  for (uint64_t b : h.buckets) n += b;
+  return n;
+}
+
 // Label values are our own route templates and names, but escape as the format requires anyway.
 std::string label_value(std::string_view v) {
   std::string out;
@@ -133,6 +139,7 @@ std::string render_prometheus(const Region* region, const SupervisorFigures& f) 
     w.family("usersd_http_request_duration_seconds", "histogram",
              "Time from the first byte of a request to its response being written, by route template.");
     for (const auto& [route, h] : t.request_seconds) {
+      if (count(h) == 0) continue;  // routes never requested: no series, as for the counter above
       w.histogram("usersd_http_request_duration_seconds", "route=\"" + label_value(route) + "\"", h);
     }
     w.family("usersd_http_response_body_bytes_total", "counter", "Response body bytes sent.");
@@ -147,6 +154,7 @@ std::string render_prometheus(const Region* region, const SupervisorFigures& f) 
     }
     w.family("usersd_store_operation_duration_seconds", "histogram", "Time spent in store calls, by operation.");
     for (int op = 0; op < kStoreOps; ++op) {
+      if (count(t.store_seconds[static_cast<size_t>(op)]) == 0) continue;
       w.histogram("usersd_store_operation_duration_seconds", "operation=\"" + std::string(kStoreOpNames[op]) + "\"",
                   t.store_seconds[static_cast<size_t>(op)]);
     }

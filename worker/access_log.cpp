@@ -4,6 +4,7 @@
 
 #include "common/json_text.hpp"
 #include "common/logging.hpp"
+#include "worker/client_address.hpp"
 #include "worker/request_scope.hpp"
 
 namespace usersd {
@@ -41,7 +42,7 @@ void AccessLog::finish(const httplib::Request& req, const httplib::Response& res
       .add("status", res.status)
       .add("bytes", body_bytes(res))
       .add("duration_ms", std::chrono::duration<double, std::milli>(duration).count())
-      .add("client", req.remote_addr);
+      .add("client", req.remote_addr.empty() ? scope.peer : client_address(app_, req));
   if (!scope.user_id.empty()) fields.add("user_id", scope.user_id);
   if (req.has_header("X-Amzn-Trace-Id")) {
     const std::string trace = req.get_header_value("X-Amzn-Trace-Id");

@@ -96,6 +96,9 @@ class HttpServer::Engine final : public httplib::Server {
     state_.connections.fetch_add(1);
     ConnectionStream stream(sock, static_cast<int>(read_timeout_sec_ * 1000 + read_timeout_usec_ / 1000),
                             static_cast<int>(write_timeout_sec_ * 1000 + write_timeout_usec_ / 1000));
+    std::string peer;
+    int peer_port = 0;
+    stream.get_remote_ip_and_port(peer, peer_port);
     bool ok = true;
     for (size_t remaining = keep_alive_max_count_; remaining > 0; --remaining) {
       if (!stream.has_buffered_bytes() && !wait_for_request(sock)) break;
@@ -104,7 +107,7 @@ class HttpServer::Engine final : public httplib::Server {
       close_requested = false;
       body_consumed = false;
       state_.in_flight.fetch_add(1);
-      begin_request();
+      begin_request(peer);
       ok = process_request(stream, last, client_closes, nullptr);
       state_.in_flight.fetch_sub(1);
       if (!ok || client_closes || last || close_requested) break;

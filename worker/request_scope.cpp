@@ -24,7 +24,8 @@ std::string new_request_id() {
 
 RequestScope& current_request() { return scope; }
 
-void begin_request() {
+void begin_request(std::string_view peer) {
+  scope.peer.assign(peer);
   scope.started = std::chrono::steady_clock::now();
   scope.request_id.clear();
   scope.route = nullptr;

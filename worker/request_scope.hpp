@@ -17,12 +17,13 @@ struct RequestScope {
   std::string request_id;
   const Route* route = nullptr;  // the matched route template, when there is one
   std::string user_id;           // the authenticated caller, when there is one
+  std::string peer;              // the connection's peer address (known even when the request is unparsable)
 };
 
 RequestScope& current_request();
 
 // Starts a new request on this thread: the clock runs from here; id, route and user are cleared.
-void begin_request();
+void begin_request(std::string_view peer);
 
 // Gives the response its X-Request-Id (the client's when sane, a new one otherwise) and makes it the id of
 // this thread's log lines. Idempotent: later calls for the same request keep the first id.

@@ -315,16 +315,15 @@ class Supervisor(Server):
         """{slot: pid} of the workers the supervisor's log says are serving. Waiting on the log instead of
         polling the control socket: see known_bug_hint() for why polling status is not harmless."""
         pid = self.supervisor_pid
-        tag = f"[supervisor {pid}]"
         slots = {}
-        for line in self.log().splitlines():
-            if tag not in line:
+        for record in self.log_records():
+            if record.get("component") != "supervisor" or record.get("pid") != pid:
                 continue
-            m = READY_RE.search(line)
+            m = READY_RE.search(record.get("msg", ""))
             if m:
                 slots[int(m["slot"])] = int(m["pid"])
                 continue
-            m = GONE_RE.search(line)
+            m = GONE_RE.search(record.get("msg", ""))
             if m and slots.get(int(m["slot"])) == int(m["pid"]):
                 del slots[int(m["slot"])]
         return slots
