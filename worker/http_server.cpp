@@ -202,6 +202,9 @@ void HttpServer::configure() {
   server_->set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
     assign_request_id(req, res);  // before the body: the problem names the request id
+    // httplib answered without routing (an unparsable request line or headers, a URI too long...): what
+    // follows on this connection cannot be trusted to start a new request.
+    close_connection_after_response(res);
     send_problem(res, res.status);
     return httplib::Server::HandlerResponse::Handled;
   }));
