@@ -18,7 +18,7 @@ APT_PACKAGES := build-essential cmake pkg-config ca-certificates curl git \
   libmongoc-dev libbson-dev libsodium-dev nlohmann-json3-dev libcli11-dev \
   libspdlog-dev libfmt-dev doctest-dev libsqlite3-dev sqlite3 \
   python3 python3-venv python3-pip wrk procps iproute2 \
-  dpkg-dev lintian systemd shellcheck packer
+  dpkg-dev lintian systemd shellcheck packer prometheus
 
 .PHONY: deps build run test unit-test asan-test integration-test deploy-test package venv bench ferretdb clean
 
@@ -72,7 +72,8 @@ $(VENV)/.installed: tests/integration/requirements.txt
 # SO_REUSEPORT listener move to a sibling) without changing the host's own setting. Needs root.
 # Then the API suites once more on MongoDB (FerretDB), with the supervisor's default worker count.
 MONGO_SUITES := tests/integration/test_api_auth.py tests/integration/test_api_users.py \
-  tests/integration/test_api_errors.py tests/integration/test_connection_handling.py tests/integration/test_mongo.py
+  tests/integration/test_api_errors.py tests/integration/test_connection_handling.py tests/integration/test_mongo.py \
+  tests/integration/test_zz_no_secrets_in_logs.py
 integration-test: build venv ferretdb
 	@command -v unshare >/dev/null || { echo "integration-test: unshare (util-linux) is required" >&2; exit 1; }
 	unshare --net sh -c 'ip link set lo up && sysctl -q -w net.ipv4.tcp_migrate_req=1 && \

@@ -1,6 +1,7 @@
 #include "common/logging.hpp"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include <cerrno>
 #include <chrono>
 #include <ctime>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -172,9 +174,10 @@ class TextFormatter final : public spdlog::formatter {
   std::string tag_;
 };
 
-// Writes each line with one write(2): lines from the supervisor and its workers sharing stdout or one file
-// (O_APPEND) never interleave mid-line. A file can be reopened, so logrotate's move-then-signal works
-// without copytruncate.
+// Writes whole lines with write(2), several at a time while more are queued (fewer system calls under load),
+// but never more than PIPE_BUF bytes at once: lines from the supervisor and its workers sharing stdout (a pipe
+// or journald's socket) or one file (O_APPEND) never interleave mid-line. A file can be reopened, so
+// logrotate's move-then-signal works without copytruncate.
 class FdSink final : public spdlog::sinks::base_sink<std::mutex> {
  public:
   explicit FdSink(int fd) : fd_(fd) {}
@@ -185,34 +188,51 @@ class FdSink final : public spdlog::sinks::base_sink<std::mutex> {
   void reopen() {
     if (path_.empty()) return;
     std::lock_guard lock(mutex_);
+    write_pending();  // lines already formatted belong to the old file
     const int fresh = open_file();
     if (fresh < 0) return;  // keep writing to the old file rather than nowhere
     if (fd_ >= 0) ::close(fd_);
     fd_ = fresh;
   }
+  // Tells the sink whether more lines wait in the queue (the async writer's), so it may batch.
+  void set_backlog_probe(std::function<bool()> probe) { more_queued_ = std::move(probe); }
   uint64_t flushes() const { return flushes_.load(); }
 
  protected:
   void sink_it_(const spdlog::details::log_msg& msg) override {
     spdlog::memory_buf_t formatted;
     formatter_->format(msg, formatted);
-    const char* data = formatted.data();
-    size_t left = formatted.size();
+    if (pending_.size() + formatted.size() > kMaxBatchBytes) write_pending();
+    pending_.append(formatted.data(), formatted.size());
+    if (pending_.size() >= kMaxBatchBytes || !more_queued_ || !more_queued_()) write_pending();
+  }
+  void flush_() override {
+    write_pending();
+    flushes_.fetch_add(1);
+  }
+
+ private:
+  static constexpr size_t kMaxBatchBytes = PIPE_BUF;
+
+  int open_file() const { return ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640); }
+
+  void write_pending() {
+    const char* data = pending_.data();
+    size_t left = pending_.size();
     while (left > 0 && fd_ >= 0) {
       const ssize_t n = ::write(fd_, data, left);
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return;  // nowhere to write (closed pipe, full disk): drop the line, keep serving
+      if (n <= 0) break;  // nowhere to write (closed pipe, full disk): drop the lines, keep serving
       data += n;
       left -= static_cast<size_t>(n);
     }
+    pending_.clear();
   }
-  void flush_() override { flushes_.fetch_add(1); }  // nothing buffered: each line is written at once
-
- private:
-  int open_file() const { return ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640); }
 
   std::string path_;
   int fd_ = -1;
+  std::string pending_;
+  std::function<bool()> more_queued_;
   std::atomic<uint64_t> flushes_{0};
 };
 
@@ -267,6 +287,8 @@ void setup_logging(const LogConfig& config, const std::string& component, int sl
   pthread_sigmask(SIG_BLOCK, &all, &previous);
   auto pool = std::make_shared<spdlog::details::thread_pool>(kQueueLines, 1);
   pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  // Called only on the pool's own thread, which the pool outlives (its destructor joins it).
+  sink->set_backlog_probe([raw = pool.get()] { return raw->queue_size() > 0; });
   auto backend = std::make_shared<spdlog::async_logger>("usersd-writer", sink, pool,
                                                         spdlog::async_overflow_policy::overrun_oldest);
   backend->set_level(spdlog::level::trace);

@@ -292,8 +292,9 @@ def test_total_is_exact_across_workers_and_survives_a_killed_worker(supervisors)
 def test_reloads_are_counted(supervisors):
     sup = supervisors(config={"workers": 1}).start()
     assert sup.ctl("reload").returncode == 0
-    text = scrape(sup.metrics_url)
-    assert total(text, "usersd_supervisor_reloads_total", result="ok") == 1
+    # The admin thread sees the supervisor's figures as of its last loop iteration: wait for it (bounded).
+    wait_until(lambda: total(scrape(sup.metrics_url), "usersd_supervisor_reloads_total", result="ok") == 1, 5,
+               message="the reload counted")
     assert sup.status()["supervisor"]["reloads"] == {"ok": 1, "failed": 0}
     done = sup.ctl("status")
     assert done.returncode == 0 and sup.metrics_url in done.stdout and "total" in done.stdout, done.stdout
@@ -307,3 +308,37 @@ def test_admin_port_in_use_is_a_startup_error(supervisors):
         sup = supervisors(config={"workers": 1, "admin": {"port": port}})
         done = sup.start_daemon()
         assert done.returncode != 0 and "admin.port" in done.stderr and str(port) in done.stderr, done.stderr
+
+
+# --- docs: the dashboard and the example queries --------------------------------------------------------
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def documented_queries():
+    dashboard = json.loads((REPO / "docs" / "grafana-usersd.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    doc = (REPO / "docs" / "observability.md").read_text()
+    block = re.search(r"```promql\n(.*?)```", doc, re.S)
+    assert block, "docs/observability.md has no promql block"
+    exprs += [line for line in block.group(1).splitlines() if line.strip()]
+    # Grafana template variables are not PromQL: give them a value.
+    return [e.replace("$instance", ".*") for e in exprs]
+
+
+def test_dashboard_and_doc_queries_are_valid_promql_on_exported_metrics(server, tmp_path):
+    queries = documented_queries()
+    assert len(queries) >= 15
+    rules = {"groups": [{"name": "docs", "rules": [{"record": f"usersd:doc_query_{i}", "expr": q}
+                                                  for i, q in enumerate(queries)]}]}
+    rules_file = tmp_path / "rules.json"  # YAML is a superset of JSON: promtool reads it
+    rules_file.write_text(json.dumps(rules))
+    done = subprocess.run([promtool(), "check", "rules", str(rules_file)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    requests.post(server.url("/v1/auth/login"), json={"email": "nobody@example.com", "password": "whatever pw"},
+                  timeout=10)
+    exported = set(re.findall(r"^# TYPE (\S+)", scrape(server.metrics_url), re.M))
+    for q in queries:
+        for name in re.findall(r"usersd_[a-z_]+", q):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            assert base in exported, f"{name} in {q!r} is not exported"
