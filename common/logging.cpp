@@ -183,6 +183,7 @@ class FdSink final : public spdlog::sinks::base_sink<std::mutex> {
   explicit FdSink(int fd) : fd_(fd) {}
   explicit FdSink(std::string path) : path_(std::move(path)) { fd_ = open_file(); }
   ~FdSink() override {
+    write_pending();
     if (!path_.empty() && fd_ >= 0) ::close(fd_);
   }
   void reopen() {
@@ -288,7 +289,9 @@ void setup_logging(const LogConfig& config, const std::string& component, int sl
   auto pool = std::make_shared<spdlog::details::thread_pool>(kQueueLines, 1);
   pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   // Called only on the pool's own thread, which the pool outlives (its destructor joins it).
-  sink->set_backlog_probe([raw = pool.get()] { return raw->queue_size() > 0; });
+  // "> 1", not "> 0": the pool's last item may be its terminate message (at exit), after which no line comes
+  // to write what is batched.
+  sink->set_backlog_probe([raw = pool.get()] { return raw->queue_size() > 1; });
   auto backend = std::make_shared<spdlog::async_logger>("usersd-writer", sink, pool,
                                                         spdlog::async_overflow_policy::overrun_oldest);
   backend->set_level(spdlog::level::trace);

@@ -218,12 +218,12 @@ class Supervisor {
   void publish_figures();
   std::string render_metrics();
   std::unique_ptr<MetricsMemory> metrics_;
-  std::unique_ptr<AdminServer> admin_;
   std::mutex figures_mutex_;
   SupervisorFigures figures_;
   uint64_t reloads_ok_ = 0;
   uint64_t reloads_failed_ = 0;
   int slots_used_ = 0;
+  std::unique_ptr<AdminServer> admin_;  // last: its thread reads the members above until it is joined
 };
 
 Worker* Supervisor::worker(pid_t pid) {

@@ -168,3 +168,18 @@ TEST_CASE("Prometheus rendering sums every used slot and accumulates histogram b
   has("# TYPE usersd_http_request_duration_seconds histogram");
   CHECK(slot_requests_total(region->slots[1]) == 9);
 }
+
+TEST_CASE("lines still queued when the writer stops (process exit) are written, not lost") {
+  const auto path = std::filesystem::temp_directory_path() / ("usersd-exit-test-" + std::to_string(getpid()) + ".log");
+  std::filesystem::remove(path);
+  LogConfig config;
+  config.file = path.string();
+  setup_logging(config, "worker", 0);
+  for (int i = 0; i < 50; ++i) spdlog::critical("line {}", i);
+  setup_logging(LogConfig{}, "worker", 0);  // replaces (and so stops) the writer without a flush, as exit does
+  setup_cli_logging("warn");
+  const auto lines = read_lines(path);
+  std::filesystem::remove(path);
+  REQUIRE(lines.size() == 50);
+  CHECK(lines.back()["msg"] == "line 49");
+}
