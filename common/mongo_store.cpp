@@ -21,6 +21,7 @@
 
 #include "common/config.hpp"
 #include "common/ids.hpp"
+#include "common/user_input.hpp"
 
 namespace usersd {
 namespace {
@@ -28,6 +29,10 @@ namespace {
 constexpr const char* kDefaultDatabase = "usersd";
 constexpr const char* kCollection = "users";
 constexpr const char* kEmailIndex = "emailNormalized_unique";
+// Sparse, so only users that have a userName are constrained. FerretDB 1.24 accepts and ignores
+// "sparse" (and refuses partialFilterExpression), but its SQLite backend indexes a missing field as NULL,
+// which a unique index does not compare: the same effect. The store contract suite checks it on both.
+constexpr const char* kUserNameIndex = "userNameNormalized_unique";
 
 // Field names of the stored document.
 constexpr const char* kFieldId = "_id";
@@ -38,6 +43,8 @@ constexpr const char* kFieldLastName = "lastName";
 constexpr const char* kFieldPhone = "phone";
 constexpr const char* kFieldCountry = "country";
 constexpr const char* kFieldState = "state";
+constexpr const char* kFieldUserName = "userName";
+constexpr const char* kFieldUserNameNormalized = "userNameNormalized";  // ASCII lowercase of userName
 constexpr const char* kFieldRole = "role";
 constexpr const char* kFieldPasswordHash = "passwordHash";
 constexpr const char* kFieldCreatedAt = "createdAt";
@@ -80,6 +87,12 @@ void init_driver() {
     mongoc_init();
   });
 }
+
+}  // namespace
+
+void init_mongo_driver() { init_driver(); }
+
+namespace {
 
 // ---------------------------------------------------------------------------------------------
 // RAII handles
@@ -264,16 +277,18 @@ bool is_duplicate_key(const bson_error_t& error, const bson_t* reply) {
 // Which unique index a duplicate key error names. MongoDB says "index: _id_ dup key: ..." or
 // "index: emailNormalized_unique dup key: ..."; FerretDB names no index, so callers that can
 // tell the two apart another way (create: does the id exist?) get `unnamed`.
-enum class DuplicateOf { email, id, unnamed };
+enum class DuplicateOf { email, user_name, id, unnamed };
 
 DuplicateOf duplicate_of(const bson_error_t& error) {
   const std::string_view message = error.message;
   if (message.find(kEmailIndex) != std::string_view::npos) return DuplicateOf::email;
+  if (message.find(kUserNameIndex) != std::string_view::npos) return DuplicateOf::user_name;
   if (message.find("index: _id_") != std::string_view::npos) return DuplicateOf::id;
   return DuplicateOf::unnamed;
 }
 
-Error email_taken() { return {Errc::conflict, "email already registered"}; }
+Error email_taken() { return {Errc::conflict, kEmailTakenMessage}; }
+Error user_name_taken() { return {Errc::conflict, kUserNameTakenMessage}; }
 Error id_taken() { return {Errc::conflict, "user id already exists"}; }
 
 // The store's error for a failed driver call. Only a duplicate key is a conflict (reported as the
@@ -282,7 +297,13 @@ Error id_taken() { return {Errc::conflict, "user id already exists"}; }
 // the worker keeps serving. The duplicate key message is dropped on purpose: it echoes the email.
 Error driver_error(std::string_view what, const bson_error_t& error, const bson_t* reply,
                    const std::vector<std::string>& secrets) {
-  if (is_duplicate_key(error, reply)) return duplicate_of(error) == DuplicateOf::id ? id_taken() : email_taken();
+  if (is_duplicate_key(error, reply)) {
+    switch (duplicate_of(error)) {
+      case DuplicateOf::id: return id_taken();
+      case DuplicateOf::user_name: return user_name_taken();
+      default: return email_taken();
+    }
+  }
   return unavailable(scrub(std::string(what) + ": " + error.message + " (domain " +
                                std::to_string(error.domain) + ", code " + std::to_string(error.code) + ")",
                            secrets));
@@ -347,6 +368,7 @@ void append_user_fields(Builder& b, const User& user) {
   if (user.phone) b.str(kFieldPhone, *user.phone);
   if (user.country) b.str(kFieldCountry, *user.country);
   if (user.state) b.str(kFieldState, *user.state);
+  if (user.user_name) b.str(kFieldUserName, *user.user_name).str(kFieldUserNameNormalized, normalize_user_name(*user.user_name));
   b.str(kFieldRole, role_name(user.role))
       .str(kFieldPasswordHash, user.password_hash)
       .date(kFieldCreatedAt, user.created_at_ms)
@@ -407,6 +429,8 @@ Result<User> decode_user(const bson_t* doc) {
       optional_into(user.country);
     } else if (key == kFieldState) {
       optional_into(user.state);
+    } else if (key == kFieldUserName) {
+      optional_into(user.user_name);
     } else if (key == kFieldRole) {
       std::string role;
       text_into(role, has_role);
@@ -490,7 +514,8 @@ class MongoStore final : public UserStore {
           if (!Builder(by_id.get()).oid(kFieldId, *oid).ok()) return too_large("create user");
           auto taken = exists(session.value()->users(), by_id.get(), "create user");
           if (!taken) return taken.error();
-          return taken.value() ? id_taken() : email_taken();
+          if (taken.value()) return id_taken();
+          return clash_with_another_user(session.value()->users(), user).value_or(email_taken());
         }
         return fail("create user", error, reply.get());
       }
@@ -516,12 +541,8 @@ class MongoStore final : public UserStore {
       bson_error_t error;
       if (!mongoc_collection_replace_one(session.value()->users(), filter.get(), doc.get(), opts.get(), reply.get(),
                                          &error)) {
-        // As in update: the only unique key that can clash is the email (the _id is the filter).
-        if (is_duplicate_key(error, reply.get())) return email_taken();
-        if (is_server_reply(error)) {
-          auto owner = find_one_by_email(session.value()->users(), user.email_normalized, "put user");
-          if (owner.ok() && owner.value().id != user.id) return email_taken();
-        }
+        // As in update: only the email or the userName can clash (the _id is the filter).
+        if (auto conflict = explain_write_error(session.value()->users(), user, error, reply.get())) return *conflict;
         return fail("put user", error, reply.get());
       }
       return user;
@@ -547,6 +568,18 @@ class MongoStore final : public UserStore {
                            if (!session) return session.error();
                            return find_one_by_email(session.value()->users(), email_normalized, "find user by email");
                          });
+  }
+
+  Result<User> find_by_user_name(std::string_view user_name) override {
+    return guarded<User>("find user by userName", [&]() -> Result<User> {
+      Bson filter;
+      if (!Builder(filter.get()).str(kFieldUserNameNormalized, normalize_user_name(user_name)).ok()) {
+        return too_large("find user by userName");
+      }
+      auto session = open_session("find user by userName");
+      if (!session) return session.error();
+      return find_one(session.value()->users(), filter.get(), "find user by userName");
+    });
   }
 
   Result<UserPage> list(const PageRequest& page) override {
@@ -579,9 +612,15 @@ class MongoStore final : public UserStore {
 
   std::string describe() const override { return described_; }
 
-  // Creates the unique email index; run once at open. createIndexes is idempotent when an index
-  // with the same name and spec exists, and creates the collection if needed.
+  // Creates the unique indexes (email; userName, sparse); run once at open. createIndexes is idempotent
+  // when an index with the same name and spec exists, and creates the collection if needed. One command
+  // per index: FerretDB 1.24 panics on a createIndexes listing two indexes that both exist already.
   Status ensure_indexes() {
+    if (auto email = ensure_index(kEmailIndex, kFieldEmailNormalized, /*sparse=*/false); !email) return email;
+    return ensure_index(kUserNameIndex, kFieldUserNameNormalized, /*sparse=*/true);
+  }
+
+  Status ensure_index(const char* name, const char* field, bool sparse) {
     auto session = open_session("create indexes");
     if (!session) return session.error();
     Bson command;
@@ -591,10 +630,11 @@ class MongoStore final : public UserStore {
     bool built = bson_append_array_begin(command.get(), "indexes", -1, &indexes);
     built = built && bson_append_document_begin(&indexes, "0", -1, &index);
     built = built && bson_append_document_begin(&index, "key", -1, &key);
-    built = built && bson_append_int32(&key, kFieldEmailNormalized, -1, 1);
+    built = built && bson_append_int32(&key, field, -1, 1);
     built = built && bson_append_document_end(&index, &key);
-    built = built && bson_append_utf8(&index, "name", -1, kEmailIndex, -1);
+    built = built && bson_append_utf8(&index, "name", -1, name, -1);
     built = built && bson_append_bool(&index, "unique", -1, true);
+    if (sparse) built = built && bson_append_bool(&index, "sparse", -1, true);
     built = built && bson_append_document_end(&indexes, &index);
     built = built && bson_append_array_end(command.get(), &indexes);
     if (!built || !b.ok()) return too_large("create indexes");
@@ -604,8 +644,7 @@ class MongoStore final : public UserStore {
     // write_command applies the URL's write concern (the index must be durable like the data).
     if (!mongoc_client_write_command_with_opts(session.value()->client(), database_.c_str(), command.get(),
                                                nullptr, reply.get(), &error)) {
-      return fail("create index " + std::string(kEmailIndex) + " on " + database_ + "." + kCollection, error,
-                  reply.get());
+      return fail("create index " + std::string(name) + " on " + database_ + "." + kCollection, error, reply.get());
     }
     return ok_status();
   }
@@ -662,6 +701,34 @@ class MongoStore final : public UserStore {
     return find_one(users_collection, filter.get(), what);
   }
 
+  // Which other user holds user's email or userName, if one does (for servers that do not name the index).
+  std::optional<Error> clash_with_another_user(mongoc_collection_t* users_collection, const User& user) {
+    auto email_owner = find_one_by_email(users_collection, user.email_normalized, "look up email owner");
+    if (email_owner.ok() && email_owner.value().id != user.id) return email_taken();
+    if (user.user_name) {
+      Bson filter;
+      if (Builder(filter.get()).str(kFieldUserNameNormalized, normalize_user_name(*user.user_name)).ok()) {
+        auto name_owner = find_one(users_collection, filter.get(), "look up userName owner");
+        if (name_owner.ok() && name_owner.value().id != user.id) return user_name_taken();
+      }
+    }
+    return std::nullopt;
+  }
+
+  // The conflict a failed update/replace of `user` ran into, if it was one. Some MongoDB-compatible servers
+  // (FerretDB 1.x) report a unique index violation by an update as a generic error instead of 11000, and
+  // name no index: asking who owns the email and the userName works everywhere.
+  std::optional<Error> explain_write_error(mongoc_collection_t* users_collection, const User& user,
+                                           const bson_error_t& error, const bson_t* reply) {
+    const bool duplicate = is_duplicate_key(error, reply);
+    if (duplicate && duplicate_of(error) == DuplicateOf::email) return email_taken();
+    if (duplicate && duplicate_of(error) == DuplicateOf::user_name) return user_name_taken();
+    if (!duplicate && !is_server_reply(error)) return std::nullopt;
+    if (auto clash = clash_with_another_user(users_collection, user)) return clash;
+    if (duplicate) return email_taken();
+    return std::nullopt;
+  }
+
   // Whether any document matches (a limit-1 find returning only _id).
   Result<bool> exists(mongoc_collection_t* users_collection, const bson_t* filter, std::string_view what) {
     Bson opts;
@@ -713,6 +780,10 @@ class MongoStore final : public UserStore {
     if (!user.phone) cleared.push_back(kFieldPhone);
     if (!user.country) cleared.push_back(kFieldCountry);
     if (!user.state) cleared.push_back(kFieldState);
+    if (!user.user_name) {
+      cleared.push_back(kFieldUserName);
+      cleared.push_back(kFieldUserNameNormalized);
+    }
     if (built && !cleared.empty()) {
       built = bson_append_document_begin(update.get(), "$unset", -1, &unset);
       for (const char* field : cleared) built = built && bson_append_utf8(&unset, field, -1, "", 0);
@@ -729,13 +800,8 @@ class MongoStore final : public UserStore {
     bson_error_t error;
     if (!mongoc_collection_update_one(session.value()->users(), filter.get(), update.get(), nullptr, reply.get(),
                                       &error)) {
-      if (is_duplicate_key(error, reply.get())) return email_taken();  // _id is never changed
-      if (is_server_reply(error)) {
-        // Some MongoDB-compatible servers (FerretDB 1.x) report a unique index violation by an
-        // update as a generic error instead of 11000. Asking who owns the email works everywhere.
-        auto owner = find_one_by_email(session.value()->users(), user.email_normalized, "update user");
-        if (owner.ok() && owner.value().id != user.id) return email_taken();
-      }
+      // _id is never changed, so only the email or the userName can clash.
+      if (auto conflict = explain_write_error(session.value()->users(), user, error, reply.get())) return *conflict;
       return fail("update user", error, reply.get());
     }
     auto matched = reply_count(reply.get(), "matchedCount", "update user");

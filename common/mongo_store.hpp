@@ -18,7 +18,11 @@ struct MongoOptions {
   int socket_timeout_ms = 5000;
 };
 
-// Connects, and creates the unique index on emailNormalized if it is missing.
+// Initialises mongo-c-driver once per process, its log routed into spdlog. For other users of the driver
+// (the import-legacy reader); open_mongo_store calls it itself.
+void init_mongo_driver();
+
+// Connects, and creates the unique indexes (emailNormalized; userNameNormalized, sparse) if missing.
 // Errc::unavailable with the reason (password redacted) when the URL is invalid or the server cannot
 // be reached within the server selection timeout.
 Result<std::unique_ptr<UserStore>> open_mongo_store(const MongoOptions& options);

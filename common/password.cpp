@@ -2,6 +2,8 @@
 // memlimit bytes for its whole duration and an unbounded login storm would exhaust memory.
 #include "common/password.hpp"
 
+#include "common/legacy_bcrypt.hpp"
+
 #include <sodium.h>
 
 #include <array>
@@ -97,15 +99,50 @@ std::string PasswordHasher::hash(std::string_view password) {
 }
 
 bool PasswordHasher::verify(std::string_view encoded_hash, std::string_view password) {
+  if (is_bcrypt_hash(encoded_hash)) {
+    bool match = false;
+    {
+      // bcrypt is CPU-bound rather than memory-bound, but still one slot: the gate bounds hashing work.
+      Gate::Slot slot(*gate_);
+      match = bcrypt_verify(encoded_hash, password);
+    }
+    if (!match) argon2_dummy(password);
+    return match;
+  }
   const auto encoded = to_encoded(encoded_hash);
-  if (!encoded) return false;
-  Gate::Slot slot(*gate_);
-  return crypto_pwhash_str_verify(encoded->data(), password_ptr(password), password.size()) == 0;
+  if (!encoded || !encoded_hash.starts_with("$argon2")) {
+    // No usable hash: spend what a real check spends, so "no password set" looks like "wrong password".
+    verify_dummy(password);
+    return false;
+  }
+  bool match = false;
+  {
+    Gate::Slot slot(*gate_);
+    match = crypto_pwhash_str_verify(encoded->data(), password_ptr(password), password.size()) == 0;
+  }
+  if (!match) bcrypt_dummy(password);
+  return match;
 }
 
 void PasswordHasher::verify_dummy(std::string_view password) {
-  // The result is meaningless; only the time spent matters.
-  static_cast<void>(verify(dummy_hash_, password));
+  argon2_dummy(password);
+  bcrypt_dummy(password);
+}
+
+// The results of the two dummies are meaningless; only the time spent matters.
+void PasswordHasher::argon2_dummy(std::string_view password) {
+  const auto encoded = to_encoded(dummy_hash_);
+  Gate::Slot slot(*gate_);
+  const int ignored = crypto_pwhash_str_verify(encoded->data(), password_ptr(password), password.size());
+  static_cast<void>(ignored);
+}
+
+void PasswordHasher::bcrypt_dummy(std::string_view password) {
+  // A fixed hash at the Node.js service's cost (10), of a random string nobody knows; a constant, so usersd
+  // never creates a bcrypt hash, not even this one.
+  static constexpr std::string_view kDummyBcrypt = "$2b$10$8zAOCdsOgijwHfN.4Dymauk9kMpo7BnKuH.QP0VgBWCylrhqgiULq";
+  Gate::Slot slot(*gate_);
+  static_cast<void>(bcrypt_verify(kDummyBcrypt, password));
 }
 
 bool PasswordHasher::needs_rehash(std::string_view encoded_hash) const {

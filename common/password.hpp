@@ -1,5 +1,7 @@
 // Password hashing with Argon2id (libsodium crypto_pwhash_str), with bounded concurrency:
 // each hash holds memlimit bytes, so a login storm must queue instead of exhausting memory.
+// Legacy bcrypt hashes imported from the Node.js service verify too (common/legacy_bcrypt), but every
+// hash this class makes is Argon2id, and needs_rehash says yes to anything else.
 #pragma once
 
 #include <cstddef>
@@ -28,14 +30,21 @@ class PasswordHasher {
   const PasswordPolicy& policy() const { return policy_; }
   // Returns an "$argon2id$..." encoded string. Throws std::runtime_error only when out of memory.
   std::string hash(std::string_view password);
+  // Argon2id/Argon2i (libsodium) or legacy bcrypt ($2a$/$2b$/$2y$). A hash of neither kind (e.g. the empty
+  // hash of an imported account that has no password yet) never matches.
+  // Every failure costs one Argon2id and one bcrypt computation, whatever the stored hash: so a wrong
+  // password for a not-yet-upgraded legacy account, for an upgraded one, and an unknown email
+  // (verify_dummy) all take the same time, and timing cannot tell which emails are legacy accounts.
   bool verify(std::string_view encoded_hash, std::string_view password);
-  // Runs a verify against a fixed hash so an unknown email costs what a wrong password costs.
+  // What a failed verify costs, for an unknown email.
   void verify_dummy(std::string_view password);
   // True when the hash was made with other parameters than the current policy.
   bool needs_rehash(std::string_view encoded_hash) const;
 
  private:
   struct Gate;
+  void argon2_dummy(std::string_view password);
+  void bcrypt_dummy(std::string_view password);
   PasswordPolicy policy_;
   std::unique_ptr<Gate> gate_;
   std::string dummy_hash_;

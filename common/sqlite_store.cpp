@@ -29,7 +29,7 @@ namespace {
 // Schema and statements
 
 // Entry i moves the schema from user_version i to i + 1. Append only: never edit a shipped step.
-constexpr std::array<const char*, 1> kMigrations = {
+constexpr std::array<const char*, 2> kMigrations = {
     R"sql(
 CREATE TABLE users (
   id               TEXT PRIMARY KEY,
@@ -48,26 +48,35 @@ CREATE TABLE users (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX users_email_normalized ON users(email_normalized);
 )sql",
+    // 2: the Node.js service's userName. NULLs are distinct in a SQLite unique index, so only users that
+    // have one are constrained; NOCASE folds exactly the ASCII letters the userName charset allows.
+    R"sql(
+ALTER TABLE users ADD COLUMN user_name TEXT;
+CREATE UNIQUE INDEX users_user_name ON users(user_name COLLATE NOCASE);
+)sql",
 };
 constexpr int kSchemaVersion = static_cast<int>(kMigrations.size());
 
 // Column order shared by every SELECT and by read_user().
 #define USERSD_USER_COLUMNS                                                                  \
   "id, email, email_normalized, first_name, last_name, phone, country, state, role, "       \
-  "password_hash, created_at_ms, updated_at_ms, version"
+  "password_hash, created_at_ms, updated_at_ms, user_name, version"
 
 constexpr const char* kInsertUser = "INSERT INTO users (" USERSD_USER_COLUMNS
-                                    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+                                    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 constexpr const char* kPutUser =
-    "INSERT INTO users (" USERSD_USER_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "INSERT INTO users (" USERSD_USER_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (id) DO UPDATE SET email = excluded.email, email_normalized = excluded.email_normalized, "
     "first_name = excluded.first_name, last_name = excluded.last_name, phone = excluded.phone, "
     "country = excluded.country, state = excluded.state, role = excluded.role, "
     "password_hash = excluded.password_hash, created_at_ms = excluded.created_at_ms, "
-    "updated_at_ms = excluded.updated_at_ms, version = excluded.version";
+    "updated_at_ms = excluded.updated_at_ms, user_name = excluded.user_name, version = excluded.version";
 constexpr const char* kSelectById = "SELECT " USERSD_USER_COLUMNS " FROM users WHERE id = ?";
 constexpr const char* kSelectByEmail =
     "SELECT " USERSD_USER_COLUMNS " FROM users WHERE email_normalized = ?";
+// COLLATE NOCASE on the comparison lets SQLite use the users_user_name index.
+constexpr const char* kSelectByUserName =
+    "SELECT " USERSD_USER_COLUMNS " FROM users WHERE user_name = ? COLLATE NOCASE";
 constexpr const char* kListAfter =
     "SELECT " USERSD_USER_COLUMNS " FROM users WHERE id > ? ORDER BY id LIMIT ?";
 constexpr const char* kListBefore =
@@ -79,7 +88,7 @@ constexpr const char* kListOffset =
 constexpr const char* kUpdateUser =
     "UPDATE users SET email = ?, email_normalized = ?, first_name = ?, last_name = ?, phone = ?, "
     "country = ?, state = ?, role = ?, password_hash = ?, created_at_ms = ?, updated_at_ms = ?, "
-    "version = version + 1 WHERE id = ? AND version = ?";
+    "user_name = ?, version = version + 1 WHERE id = ? AND version = ?";
 constexpr const char* kDeleteUser = "DELETE FROM users WHERE id = ?";
 constexpr const char* kDeleteUserAtVersion = "DELETE FROM users WHERE id = ? AND version = ?";
 constexpr const char* kUserExists = "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?)";
@@ -102,6 +111,7 @@ enum Column : int {
   kColPasswordHash,
   kColCreatedAt,
   kColUpdatedAt,
+  kColUserName,
   kColVersion,
 };
 
@@ -145,6 +155,7 @@ Error sqlite_error(sqlite3* db, int rc, std::string_view what) {
       return {Errc::conflict, "email already registered"};
     }
     if (detail.find("users.id") != std::string::npos) return {Errc::conflict, "user id already exists"};
+    if (detail.find("user_name") != std::string::npos) return {Errc::conflict, kUserNameTakenMessage};
     return {Errc::conflict, detail};
   }
   // Other constraints (CHECK, NOT NULL) and oversized values are bad input, not an outage.
@@ -455,6 +466,7 @@ Result<User> read_user(sqlite3_stmt* stmt) {
   user.password_hash = column_text(stmt, kColPasswordHash);
   user.created_at_ms = sqlite3_column_int64(stmt, kColCreatedAt);
   user.updated_at_ms = sqlite3_column_int64(stmt, kColUpdatedAt);
+  user.user_name = column_optional_text(stmt, kColUserName);
   user.version = sqlite3_column_int64(stmt, kColVersion);
   return user;
 }
@@ -517,7 +529,8 @@ Statement& bind_user_fields(Statement& stmt, const User& user) {
       .bind_text(role_name(user.role))
       .bind_text(user.password_hash)
       .bind_int(user.created_at_ms)
-      .bind_int(user.updated_at_ms);
+      .bind_int(user.updated_at_ms)
+      .bind_optional(user.user_name);
 }
 
 // Binds every column of `user` to `sql` (kInsertUser or kPutUser) and runs it.
@@ -686,6 +699,11 @@ class SqliteStore final : public UserStore {
   Result<User> find_by_email(std::string_view email_normalized) override {
     return with_connection<User>("find user by email", [&](Connection& c) {
       return find_one(c, kSelectByEmail, email_normalized, "find user by email");
+    });
+  }
+  Result<User> find_by_user_name(std::string_view user_name) override {
+    return with_connection<User>("find user by userName", [&](Connection& c) {
+      return find_one(c, kSelectByUserName, user_name, "find user by userName");
     });
   }
   Result<UserPage> list(const PageRequest& page) override {

@@ -21,6 +21,8 @@ struct User {
   std::optional<std::string> phone;
   std::optional<std::string> country;
   std::optional<std::string> state;
+  // Optional handle from the Node.js service's accounts; unique ignoring ASCII case when present.
+  std::optional<std::string> user_name;
   Role role = Role::user;
   std::string password_hash;   // Argon2id encoded string; never leaves the store layer in responses
   int64_t created_at_ms = 0;   // Unix epoch milliseconds, UTC

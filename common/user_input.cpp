@@ -20,12 +20,20 @@ struct FieldRule {
 };
 
 // Which JSON keys each operation accepts. Anything else (id, createdAt, passwordHash, $-keys...) is rejected.
-std::vector<FieldRule> rules_for(UserOperation op, bool caller_is_admin) {
+std::vector<FieldRule> rules_for(UserOperation op, bool caller_is_admin, bool body_has_user_name) {
   const bool full = op != UserOperation::patch;
   std::vector<FieldRule> rules = {
       {"email", full, false},    {"firstName", full, false}, {"lastName", full, false},
       {"phone", false, true},    {"country", false, true},   {"state", false, true},
+      {"userName", false, true},
   };
+  // The Node.js service's clients register with {userName, email, password}: the names then come from
+  // the userName (see apply_user_input), so they are required only when there is no userName.
+  if (op == UserOperation::register_self && body_has_user_name) {
+    for (auto& rule : rules) {
+      if (std::string_view(rule.name) == "firstName" || std::string_view(rule.name) == "lastName") rule.required = false;
+    }
+  }
   if (op == UserOperation::register_self || op == UserOperation::create) rules.push_back({"password", true, false});
   if (op != UserOperation::register_self && caller_is_admin) rules.push_back({"role", false, false});
   return rules;
@@ -78,6 +86,10 @@ std::optional<std::string> check_field(const std::string& name, const std::strin
   }
   if (name == "firstName" || name == "lastName") return check_text(value, kNameMax);
   if (name == "phone") return check_phone(value);
+  if (name == "userName") {
+    if (!is_valid_user_name(value)) return "must be 1 to 64 characters of A-Z a-z 0-9 . _ - @ +";
+    return std::nullopt;
+  }
   if (name == "country" || name == "state") return check_text(value, kPlaceMax);
   if (name == "role") {
     if (!parse_role(value)) return "must be \"user\" or \"admin\"";
@@ -94,6 +106,7 @@ void store_field(UserInput& out, const std::string& name, std::optional<std::str
   else if (name == "phone") out.phone = std::move(value);
   else if (name == "country") out.country = std::move(value);
   else if (name == "state") out.state = std::move(value);
+  else if (name == "userName") out.user_name = std::move(value);
   else if (name == "role" && value) out.role = parse_role(*value);
 }
 
@@ -145,6 +158,32 @@ bool is_valid_email(std::string_view email) {
   return valid_domain(email.substr(at + 1));
 }
 
+bool is_valid_user_name(std::string_view user_name) {
+  if (user_name.empty() || user_name.size() > kUserNameMax) return false;
+  return std::all_of(user_name.begin(), user_name.end(),
+                     [](char c) { return ascii_alnum(c) || std::string_view("._-@+").find(c) != std::string_view::npos; });
+}
+
+std::string normalize_user_name(std::string_view user_name) { return normalize_email(user_name); }
+
+std::pair<std::string, std::string> names_from_user_name(std::string_view user_name) {
+  auto cut = [](std::string_view text) {
+    // At most kNameMax code points, never splitting a UTF-8 sequence.
+    size_t points = 0, end = 0;
+    while (end < text.size() && points < kNameMax) {
+      ++end;
+      while (end < text.size() && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) ++end;
+      ++points;
+    }
+    return std::string(text.substr(0, end));
+  };
+  const size_t split = user_name.find_first_of("._-@+ ");
+  if (split != std::string_view::npos && split > 0 && split + 1 < user_name.size()) {
+    return {cut(user_name.substr(0, split)), cut(user_name.substr(split + 1))};
+  }
+  return {cut(user_name), cut(user_name)};
+}
+
 std::string normalize_email(std::string_view email) {
   std::string out(email);
   std::transform(out.begin(), out.end(), out.begin(),
@@ -156,7 +195,8 @@ FieldErrors parse_user_input(const json& body, UserOperation op, bool caller_is_
                              UserInput& out) {
   FieldErrors errors;
   if (!body.is_object()) return {{"", "the request body must be a JSON object"}};
-  const auto rules = rules_for(op, caller_is_admin);
+  const auto user_name = body.find("userName");
+  const auto rules = rules_for(op, caller_is_admin, user_name != body.end() && user_name->is_string());
   for (const auto& [key, value] : body.items()) {
     const auto rule = std::find_if(rules.begin(), rules.end(), [&](const FieldRule& r) { return key == r.name; });
     if (rule == rules.end()) {
@@ -206,7 +246,13 @@ void apply_user_input(const UserInput& in, UserOperation op, User& user) {
   apply_optional(in.phone, user.phone);
   apply_optional(in.country, user.country);
   apply_optional(in.state, user.state);
+  apply_optional(in.user_name, user.user_name);
   if (in.role) user.role = *in.role;
+  if (op == UserOperation::register_self && in.user_name && *in.user_name && (!in.first_name || !in.last_name)) {
+    auto [first, last] = names_from_user_name(**in.user_name);
+    if (!in.first_name) user.first_name = std::move(first);
+    if (!in.last_name) user.last_name = std::move(last);
+  }
 }
 
 }  // namespace usersd

@@ -30,22 +30,30 @@ struct UserPage {
   int64_t total = 0;             // all users in the store
 };
 
+// Errc::conflict messages, so callers can tell which unique key clashed.
+inline constexpr const char* kEmailTakenMessage = "email already registered";
+inline constexpr const char* kUserNameTakenMessage = "userName already taken";
+
 class UserStore {
  public:
   virtual ~UserStore() = default;
 
   // Inserts a fully formed user (id, timestamps, version, hash set by the caller).
-  // Errc::conflict when email_normalized is taken.
+  // Errc::conflict when email_normalized (kEmailTakenMessage) or, ignoring ASCII case, user_name
+  // (kUserNameTakenMessage) is taken.
   virtual Result<User> create(const User& user) = 0;
   virtual Result<User> find_by_id(std::string_view id) = 0;
   virtual Result<User> find_by_email(std::string_view email_normalized) = 0;
+  // Matches user_name ignoring ASCII case.
+  virtual Result<User> find_by_user_name(std::string_view user_name) = 0;
   virtual Result<UserPage> list(const PageRequest& page) = 0;
   // Replaces every stored field of user.id, but only if the stored version equals user.version;
   // the stored (and returned) version becomes user.version + 1.
-  // Errc::not_found, Errc::precondition_failed (version moved), Errc::conflict (email taken).
+  // Errc::not_found, Errc::precondition_failed (version moved), Errc::conflict (email or userName taken).
   virtual Result<User> update(const User& user) = 0;
   // Inserts user.id, or replaces it, keeping every field exactly as given (version and timestamps too):
-  // what `usersd import` needs to be lossless and idempotent. Errc::conflict when another id has the email.
+  // what `usersd import` needs to be lossless and idempotent. Errc::conflict when another id has the email
+  // or the userName.
   virtual Result<User> put(const User& user) = 0;
   // Deletes user id; when expected_version is set, only if it still matches.
   virtual Status remove(std::string_view id, std::optional<int64_t> expected_version) = 0;

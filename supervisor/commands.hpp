@@ -27,6 +27,17 @@ struct UserAddOptions {
   bool admin = false;
 };
 
+struct LegacyImportOptions {
+  ConfigFlags config;
+  std::string from;  // mongodb://.../<the Node.js service's database>
+  bool dry_run = false;
+};
+
+struct SetPasswordOptions {
+  ConfigFlags config;
+  std::string email;
+};
+
 int run_start(const StartOptions& options);
 int run_worker_command(const ConfigFlags& flags, int slot);
 int run_status(const ConfigFlags& flags, bool as_json);
@@ -37,6 +48,8 @@ int run_export(const ConfigFlags& flags);
 int run_import(const ConfigFlags& flags);
 int run_config_check(const ConfigFlags& flags);
 int run_user_add(const UserAddOptions& options);
+int run_user_set_password(const SetPasswordOptions& options);
+int run_import_legacy(const LegacyImportOptions& options);
 
 // Loads the config or prints its one-line error to stderr (nullopt).
 std::optional<Config> load_config_or_report(const ConfigFlags& flags, bool resolve_secret = true);

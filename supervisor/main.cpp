@@ -105,6 +105,13 @@ int main(int argc, char** argv) {
   add_runtime_flags(*scale_cmd, scale_flags);
   scale_cmd->add_option("workers", scale_value, "N, +N or -N")->required();
 
+  usersd::SetPasswordOptions set_password;
+  auto* set_password_cmd = user_cmd->add_subcommand(
+      "set-password", "Set a user's password (e.g. one imported without one); read from standard input");
+  set_password_cmd->add_option("--email", set_password.email, "Email address of the user")->required();
+  add_config_file(*set_password_cmd, set_password.config);
+  add_store(*set_password_cmd, set_password.config);
+
   ConfigFlags export_flags, import_flags;
   auto* export_cmd = app.add_subcommand("export", "Write every user (hashes, ids, timestamps included) as JSON lines to stdout");
   add_config_file(*export_cmd, export_flags);
@@ -112,6 +119,14 @@ int main(int argc, char** argv) {
   auto* import_cmd = app.add_subcommand("import", "Read users written by `usersd export` from stdin (validated first, idempotent)");
   add_config_file(*import_cmd, import_flags);
   add_store(*import_cmd, import_flags);
+
+  usersd::LegacyImportOptions legacy;
+  auto* legacy_cmd = app.add_subcommand(
+      "import-legacy", "Import the Node.js users service's MongoDB data (authusers + users); idempotent");
+  legacy_cmd->add_option("--from", legacy.from, "mongodb://host/<database of the Node.js service>")->required();
+  legacy_cmd->add_flag("--dry-run", legacy.dry_run, "Report what would be imported; write nothing");
+  add_config_file(*legacy_cmd, legacy.config);
+  add_store(*legacy_cmd, legacy.config);
 
   // Internal: the supervisor execs this for each worker.
   ConfigFlags worker_flags;
@@ -138,6 +153,8 @@ int main(int argc, char** argv) {
   if (*start_cmd) return usersd::run_start(start);
   if (*check_cmd) return usersd::run_config_check(check_flags);
   if (*add_cmd) return usersd::run_user_add(user_add);
+  if (*set_password_cmd) return usersd::run_user_set_password(set_password);
+  if (*legacy_cmd) return usersd::run_import_legacy(legacy);
   if (*status_cmd) return usersd::run_status(status_flags, status_json);
   if (*reload_cmd) return usersd::run_reload(reload_flags);
   if (*stop_cmd) return usersd::run_stop(stop_flags, stop_fast);

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "common/ids.hpp"
+#include "common/legacy_bcrypt.hpp"
 #include "common/store_factory.hpp"
 #include "common/time_format.hpp"
 #include "common/user_input.hpp"
@@ -34,6 +35,7 @@ json export_line(const User& u) {
   if (u.phone) line["phone"] = *u.phone;
   if (u.country) line["country"] = *u.country;
   if (u.state) line["state"] = *u.state;
+  if (u.user_name) line["userName"] = *u.user_name;
   return line;
 }
 
@@ -57,8 +59,12 @@ std::optional<std::string> import_line(const std::string& text, User& out) {
   if (id == line.end() || !id->is_string() || !is_object_id(id->get<std::string>())) return "id: must be 24 hex digits";
   out.id = id->get<std::string>();
   const auto hash = line.find("passwordHash");
-  if (hash == line.end() || !hash->is_string() || hash->get<std::string>().rfind("$argon2", 0) != 0) {
-    return "passwordHash: must be an Argon2 hash";
+  // Argon2, a legacy bcrypt hash not yet upgraded by a login, or empty (imported by import-legacy
+  // without a password): all three must survive export/import unchanged.
+  if (hash == line.end() || !hash->is_string() ||
+      !(hash->get<std::string>().rfind("$argon2", 0) == 0 || is_bcrypt_hash(hash->get<std::string>()) ||
+        hash->get<std::string>().empty())) {
+    return "passwordHash: must be an Argon2 or bcrypt hash, or empty";
   }
   out.password_hash = hash->get<std::string>();
   for (auto [key, target] : {std::pair{"createdAt", &out.created_at_ms}, std::pair{"updatedAt", &out.updated_at_ms}}) {
@@ -122,7 +128,7 @@ int run_import(const ConfigFlags& flags) {
     std::cerr << "usersd: import: cannot create a temporary file\n";
     return 1;
   }
-  std::set<std::string> ids, emails;
+  std::set<std::string> ids, emails, user_names;
   std::string text;
   int64_t line_number = 0, users = 0;
   while (std::getline(std::cin, text)) {
@@ -132,6 +138,17 @@ int run_import(const ConfigFlags& flags) {
     auto problem = import_line(text, user);
     if (!problem && !ids.insert(user.id).second) problem = "id " + user.id + " appears twice in the file";
     if (!problem && !emails.insert(user.email_normalized).second) problem = "email appears twice in the file";
+    if (!problem && user.user_name && !user_names.insert(normalize_user_name(*user.user_name)).second) {
+      problem = "userName appears twice in the file";
+    }
+    if (!problem && user.user_name) {
+      auto existing = store->find_by_user_name(*user.user_name);
+      if (existing && existing.value().id != user.id) {
+        problem = "userName belongs to another user in the store (id " + existing.value().id + ")";
+      } else if (!existing && existing.error().code != Errc::not_found) {
+        problem = "store unavailable: " + existing.error().message;
+      }
+    }
     if (!problem) {
       auto existing = store->find_by_email(user.email_normalized);
       if (existing && existing.value().id != user.id) {

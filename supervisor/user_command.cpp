@@ -1,4 +1,5 @@
-// `usersd user add`: how the first admin gets an account.
+// `usersd user add`: how the first admin gets an account. `usersd user set-password`: how an account
+// without a password (a directory record from the Node.js service, see import-legacy) gets one.
 #include <termios.h>
 #include <unistd.h>
 
@@ -77,6 +78,47 @@ int run_user_add(const UserAddOptions& options) {
   }
   std::cout << created.value().id << "\n";
   return 0;
+}
+
+int run_user_set_password(const SetPasswordOptions& options) {
+  auto config = load_config_or_report(options.config, /*resolve_secret=*/false);
+  if (!config) return 1;
+  PasswordHasher hasher(password_policy_from(*config));
+  const std::string password = read_password();
+  const size_t length = utf8_length(password);
+  if (length < hasher.policy().min_length || length > hasher.policy().max_length) {
+    std::cerr << "usersd: password: must be " << hasher.policy().min_length << " to " << hasher.policy().max_length
+              << " characters\n";
+    return 1;
+  }
+  auto store = open_store(config->storage, 1);
+  if (!store) {
+    std::cerr << "usersd: cannot open store " << redact_url(config->storage.url) << ": " << store.error().message << "\n";
+    return 1;
+  }
+  const std::string hash = hasher.hash(password);
+  // The version guard can lose to a concurrent API write: read again and retry a few times.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto user = store.value()->find_by_email(normalize_email(options.email));
+    if (!user) {
+      std::cerr << "usersd: " << (user.error().code == Errc::not_found ? "no user with this email" : user.error().message)
+                << "\n";
+      return 1;
+    }
+    user.value().password_hash = hash;
+    user.value().updated_at_ms = now_ms();
+    auto updated = store.value()->update(user.value());
+    if (updated) {
+      std::cout << updated.value().id << "\n";
+      return 0;
+    }
+    if (updated.error().code != Errc::precondition_failed) {
+      std::cerr << "usersd: " << updated.error().message << "\n";
+      return 1;
+    }
+  }
+  std::cerr << "usersd: the user kept changing; try again\n";
+  return 1;
 }
 
 }  // namespace usersd

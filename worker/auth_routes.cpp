@@ -48,7 +48,7 @@ void create_user(App& app, const RequestContext& ctx, httplib::Response& res, Us
   }
   auto created = app.store->create(user);
   if (!created) {
-    if (created.error().code == Errc::conflict) return send_problem(res, 409, "a user with this email already exists");
+    if (created.error().code == Errc::conflict) return send_conflict(res, created.error());
     return send_store_error(res, created.error());
   }
   spdlog::info("user {} created ({})", created.value().id, op == UserOperation::create ? "by admin" : "registered");

@@ -3,6 +3,8 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/user_store.hpp"
+
 namespace usersd {
 namespace {
 
@@ -67,6 +69,11 @@ void send_unauthorized(httplib::Response& res, const std::string& detail, bool t
   if (token_was_sent) challenge += R"(, error="invalid_token", error_description=")" + detail + "\"";
   res.set_header("WWW-Authenticate", challenge);
   send_problem(res, 401, detail);
+}
+
+void send_conflict(httplib::Response& res, const Error& error) {
+  if (error.message == kUserNameTakenMessage) return send_problem(res, 409, "a user with this userName already exists");
+  send_problem(res, 409, "a user with this email already exists");
 }
 
 void send_store_error(httplib::Response& res, const Error& error) {

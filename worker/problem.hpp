@@ -20,6 +20,8 @@ void send_validation_problem(httplib::Response& res, const FieldErrors& errors);
 // 401 with the WWW-Authenticate challenge.
 void send_unauthorized(httplib::Response& res, const std::string& detail, bool token_was_sent);
 // Maps a store error to its response (404, 409, 412, 503...).
+// 409 naming the unique field that clashed (email or userName), never the value.
+void send_conflict(httplib::Response& res, const Error& error);
 void send_store_error(httplib::Response& res, const Error& error);
 
 const char* reason_phrase(int status);

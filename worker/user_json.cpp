@@ -38,6 +38,7 @@ nlohmann::json user_to_json(const User& user) {
   if (user.phone) out["phone"] = *user.phone;
   if (user.country) out["country"] = *user.country;
   if (user.state) out["state"] = *user.state;
+  if (user.user_name) out["userName"] = *user.user_name;
   return out;
 }
 

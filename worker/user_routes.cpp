@@ -154,7 +154,7 @@ void update_user(App& app, const httplib::Request& req, httplib::Response& res, 
     auto updated = app.store->update(*user);
     if (updated) return send_user(res, updated.value());
     const Error& error = updated.error();
-    if (error.code == Errc::conflict) return send_problem(res, 409, "a user with this email already exists");
+    if (error.code == Errc::conflict) return send_conflict(res, error);
     if (error.code != Errc::precondition_failed || conditional || attempt == kUnconditionalWriteAttempts) {
       return send_store_error(res, error);
     }
@@ -187,8 +187,12 @@ void add_user_routes(Router& router, App& app) {
               [](const auto&, auto& res, auto& ctx) { send_user(res, *ctx.caller); }});
   router.add({"GET", "/v1/users/{id}", true, {},
               [&app](const auto& req, auto& res, auto& ctx) { get_user(app, req, res, ctx.params.at("id")); }});
+  // PUT replaces the version the client read (If-Match). Without If-Match it merges, as the Node.js
+  // service's PUT did (fields sent are set, null clears, absent ones stay): its clients send partial
+  // bodies and no If-Match, and a replace would silently erase what they left out.
   router.add({"PUT", "/v1/users/{id}", true, json_only, [&app](const auto& req, auto& res, auto& ctx) {
-                update_user(app, req, res, ctx, UserOperation::replace);
+                update_user(app, req, res, ctx,
+                            req.has_header("If-Match") ? UserOperation::replace : UserOperation::patch);
               }});
   router.add({"PATCH", "/v1/users/{id}", true, merge_patch, [&app](const auto& req, auto& res, auto& ctx) {
                 update_user(app, req, res, ctx, UserOperation::patch);

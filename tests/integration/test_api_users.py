@@ -439,11 +439,11 @@ def replace_body(account, **overrides):
     return body
 
 
-def test_put_self_replaces_and_clears_absent_optional_fields(shared_server, alice):
+def test_put_with_if_match_replaces_and_clears_absent_optional_fields(shared_server, alice):
     before = alice.get(user_path(alice.id))
     old = before.json()
     assert "phone" in old and "country" in old and "state" in old
-    r = alice.request("PUT", user_path(alice.id), replace_body(alice))
+    r = alice.request("PUT", user_path(alice.id), replace_body(alice), headers={"If-Match": before.headers["ETag"]})
     assert r.status_code == 200, r.text
     body = assert_user(r.json())
     assert body["firstName"] == "Replaced" and body["lastName"] == "Name"
@@ -454,6 +454,24 @@ def test_put_self_replaces_and_clears_absent_optional_fields(shared_server, alic
     assert r.headers["ETag"] and r.headers["ETag"] != before.headers["ETag"]
     again = alice.get(user_path(alice.id))
     assert again.json() == body and again.headers["ETag"] == r.headers["ETag"]
+
+
+def test_put_without_if_match_merges_like_the_node_service(shared_server, alice):
+    """The Node.js service's clients send partial bodies and no If-Match: absent fields are kept."""
+    r = alice.request("PATCH", user_path(alice.id), {"phone": "+1 555 0100", "country": "Kept", "state": "Kept"},
+                      content_type="application/merge-patch+json")
+    assert r.status_code == 200, r.text
+    r = alice.request("PUT", user_path(alice.id), {"firstName": "OnlyFirst"})
+    assert r.status_code == 200, r.text
+    body = assert_user(r.json())
+    assert body["firstName"] == "OnlyFirst" and body["email"] == alice.email
+    assert body["phone"] == "+1 555 0100" and body["country"] == "Kept" and body["state"] == "Kept"
+    r = alice.request("PUT", user_path(alice.id), {"state": None})  # null still removes an optional field
+    assert r.status_code == 200 and "state" not in r.json(), r.text
+    # With If-Match the body must be complete.
+    etag = alice.get(user_path(alice.id)).headers["ETag"]
+    r = alice.request("PUT", user_path(alice.id), {"firstName": "Partial"}, headers={"If-Match": etag})
+    assert validation_fields(r) == {"email", "lastName"}
 
 
 def test_put_with_null_optional_fields_clears_them(shared_server, alice):
@@ -551,10 +569,11 @@ def test_put_own_email_in_other_case_is_allowed(shared_server):
 
 
 @pytest.mark.parametrize("missing", ["email", "firstName", "lastName"])
-def test_put_missing_required_field_is_400(shared_server, bob, missing):
+def test_put_with_if_match_missing_required_field_is_400(shared_server, bob, missing):
     body = replace_body(bob)
     del body[missing]
-    assert validation_fields(bob.request("PUT", user_path(bob.id), body)) == {missing}
+    etag = bob.get(user_path(bob.id)).headers["ETag"]
+    assert validation_fields(bob.request("PUT", user_path(bob.id), body, headers={"If-Match": etag})) == {missing}
 
 
 @pytest.mark.parametrize("extra", [

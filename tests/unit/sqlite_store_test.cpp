@@ -52,6 +52,8 @@ std::unique_ptr<UserStore> open_store(const std::string& path, int pool_size = 4
   return std::move(store).value();
 }
 
+constexpr int kCurrentSchema = 2;  // 1: users; 2: userName
+
 // Reads or writes PRAGMA user_version through a separate, plain sqlite3 connection.
 int raw_user_version(const std::string& path, std::optional<int> set_to = std::nullopt) {
   sqlite3* db = nullptr;
@@ -104,12 +106,41 @@ TEST_CASE("sqlite store: reopening keeps data and does not re-migrate") {
     auto store = open_store(path);
     REQUIRE(store->create(make_user(1)).ok());
   }
-  CHECK(raw_user_version(path) == 1);
+  CHECK(raw_user_version(path) == kCurrentSchema);
   auto first = open_store(path);
   auto second = open_store(path);  // two instances at once, like two worker processes
   check_same_user(first->find_by_id(make_id(1)).value(), make_user(1));
   check_same_user(second->find_by_id(make_id(1)).value(), make_user(1));
-  CHECK(raw_user_version(path) == 1);
+  CHECK(raw_user_version(path) == kCurrentSchema);
+}
+
+TEST_CASE("sqlite store: a version 1 file (before userName) is migrated and keeps its users") {
+  TempDir dir;
+  const auto path = dir.file("users.db");
+  {
+    // The schema exactly as version 1 shipped it, with one user in it.
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) == SQLITE_OK);
+    const char* v1 = R"sql(
+CREATE TABLE users (id TEXT PRIMARY KEY, email TEXT NOT NULL, email_normalized TEXT NOT NULL, first_name TEXT NOT NULL,
+  last_name TEXT NOT NULL, phone TEXT, country TEXT, state TEXT, role TEXT NOT NULL CHECK (role IN ('user', 'admin')),
+  password_hash TEXT NOT NULL, created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, version INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX users_email_normalized ON users(email_normalized);
+INSERT INTO users VALUES ('000000000000000000000001', 'User1@Example.COM', 'user1@example.com', 'First1', 'Last1',
+  NULL, NULL, NULL, 'user', '$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA', 1700000000001, 1700000000001, 1);
+PRAGMA user_version = 1;
+)sql";
+    CHECK(sqlite3_exec(db, v1, nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto store = open_store(path);
+  CHECK(raw_user_version(path) == kCurrentSchema);
+  check_same_user(store->find_by_id(make_id(1)).value(), make_user(1));
+  User named = make_user(2);
+  named.user_name = "Ada.L";
+  REQUIRE(store->create(named).ok());
+  CHECK(store->find_by_user_name("ada.l").value().id == make_id(2));
 }
 
 TEST_CASE("sqlite store: a schema newer than this build is refused") {
@@ -120,7 +151,7 @@ TEST_CASE("sqlite store: a schema newer than this build is refused") {
   auto refused = open_sqlite_store({path});
   REQUIRE_FALSE(refused.ok());
   CHECK(refused.error().code == Errc::unavailable);
-  CHECK(refused.error().message == "database schema version 7 is newer than this build supports (1)");
+  CHECK(refused.error().message == "database schema version 7 is newer than this build supports (2)");
   CHECK(raw_user_version(path) == 7);
 }
 
@@ -236,7 +267,7 @@ TEST_CASE("sqlite store: concurrent first opens migrate exactly once") {
     REQUIRE(r.has_value());
     CHECK_MESSAGE(r->ok(), (r->ok() ? std::string() : r->error().message));
   }
-  CHECK(raw_user_version(path) == 1);
+  CHECK(raw_user_version(path) == kCurrentSchema);
 }
 
 TEST_CASE("sqlite store: separate processes share one file") {
@@ -270,7 +301,7 @@ TEST_CASE("sqlite store: separate processes share one file") {
   }
   auto store = open_store(path);
   CHECK(store->list({}).value().total == kProcesses * kPerProcess);
-  CHECK(raw_user_version(path) == 1);
+  CHECK(raw_user_version(path) == kCurrentSchema);
 }
 
 TEST_CASE("sqlite store: ping and describe") {

@@ -373,6 +373,71 @@ STORE_CONTRACT_CASE("update is guarded by version") {
   }
 }
 
+STORE_CONTRACT_CASE("userName is optional, found ignoring case, and unique ignoring case when present") {
+  // Many users without one: absence is never a clash (a sparse index on MongoDB, NULLs on SQLite).
+  for (unsigned n = 1; n <= 3; ++n) REQUIRE(store.create(make_user(n)).ok());
+  User ada = make_user(10);
+  ada.user_name = "Ada.Lovelace";
+  auto created = store.create(ada);
+  REQUIRE_MESSAGE(created.ok(), message_of(created));
+  check_same_user(store.find_by_id(ada.id).value(), ada);
+  check_same_user(store.find_by_user_name("ada.lovelace").value(), ada);
+  check_same_user(store.find_by_user_name("ADA.LOVELACE").value(), ada);
+  CHECK(store.find_by_user_name("ada").error().code == Errc::not_found);
+  CHECK_FALSE(store.find_by_id(make_id(1)).value().user_name.has_value());
+
+  User twin = make_user(11);
+  twin.user_name = "ADA.lovelace";
+  auto clash = store.create(twin);
+  REQUIRE_FALSE(clash.ok());
+  CHECK(clash.error().code == Errc::conflict);
+  CHECK(clash.error().message == kUserNameTakenMessage);
+  CHECK(store.find_by_id(twin.id).error().code == Errc::not_found);
+
+  SUBCASE("update and put refuse another user's userName") {
+    User bob = make_user(1);
+    bob.user_name = "ada.LOVELACE";
+    auto updated = store.update(bob);
+    REQUIRE_FALSE(updated.ok());
+    CHECK(updated.error().code == Errc::conflict);
+    CHECK(updated.error().message == kUserNameTakenMessage);
+    auto put = store.put(twin);
+    REQUIRE_FALSE(put.ok());
+    CHECK(put.error().code == Errc::conflict);
+    CHECK(put.error().message == kUserNameTakenMessage);
+    CHECK_FALSE(store.find_by_id(make_id(1)).value().user_name.has_value());
+  }
+
+  SUBCASE("clearing a userName frees it; changing its case is allowed") {
+    User recased = ada;
+    recased.user_name = "ADA.LOVELACE";
+    auto updated = store.update(recased);
+    REQUIRE_MESSAGE(updated.ok(), message_of(updated));
+    CHECK(store.find_by_id(ada.id).value().user_name == "ADA.LOVELACE");
+    User cleared = updated.value();
+    cleared.user_name.reset();
+    REQUIRE(store.update(cleared).ok());
+    CHECK_FALSE(store.find_by_id(ada.id).value().user_name.has_value());
+    CHECK(store.find_by_user_name("ada.lovelace").error().code == Errc::not_found);
+    auto reused = store.create(twin);
+    REQUIRE_MESSAGE(reused.ok(), message_of(reused));
+    check_same_user(store.find_by_user_name("Ada.Lovelace").value(), twin);
+  }
+
+  SUBCASE("put keeps the userName as given, and an email clash is still told apart") {
+    User put_user = make_user(20);
+    put_user.user_name = "grace_h";
+    REQUIRE(store.put(put_user).ok());
+    check_same_user(store.find_by_user_name("GRACE_H").value(), put_user);
+    User same_email = make_user(21);
+    same_email.email_normalized = ada.email_normalized;
+    same_email.user_name = "someone.else";
+    auto dup = store.create(same_email);
+    REQUIRE_FALSE(dup.ok());
+    CHECK(dup.error().message == kEmailTakenMessage);
+  }
+}
+
 STORE_CONTRACT_CASE("remove with and without an expected version") {
   REQUIRE(store.create(make_user(1)).ok());
   REQUIRE(store.create(make_user(2)).ok());

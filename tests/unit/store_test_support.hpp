@@ -50,6 +50,7 @@ inline void check_same_user(const User& got, const User& want) {
   CHECK(got.phone == want.phone);
   CHECK(got.country == want.country);
   CHECK(got.state == want.state);
+  CHECK(got.user_name == want.user_name);
   CHECK(got.role == want.role);
   CHECK(got.password_hash == want.password_hash);
   CHECK(got.created_at_ms == want.created_at_ms);

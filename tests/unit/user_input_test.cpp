@@ -156,3 +156,59 @@ TEST_CASE("replace clears absent optional fields; patch keeps them; null clears"
   CHECK(replaced.state == "Canterbury");
   CHECK(replaced.email_normalized == "a@b.co");
 }
+
+TEST_CASE("userName: 1 to 64 characters of A-Z a-z 0-9 . _ - @ +, compared ignoring ASCII case") {
+  CHECK(is_valid_user_name("ada"));
+  CHECK(is_valid_user_name("Ada.Lovelace_1815-x@y+z"));
+  CHECK(is_valid_user_name(std::string(64, 'a')));
+  CHECK_FALSE(is_valid_user_name(""));
+  CHECK_FALSE(is_valid_user_name(std::string(65, 'a')));
+  CHECK_FALSE(is_valid_user_name("ada lovelace"));
+  CHECK_FALSE(is_valid_user_name("zoë"));
+  CHECK_FALSE(is_valid_user_name("a$b"));
+  CHECK(normalize_user_name("Ada.LOVELACE") == "ada.lovelace");
+  CHECK(has_error_for(check({{"userName", "no spaces"}}, UserOperation::patch), "userName"));
+  CHECK(has_error_for(check({{"userName", 7}}, UserOperation::patch), "userName"));
+  CHECK(check({{"userName", nullptr}}, UserOperation::patch).empty());  // clears it
+}
+
+TEST_CASE("names from a userName split at the first separator with text on both sides") {
+  CHECK(names_from_user_name("ada.lovelace") == std::pair<std::string, std::string>{"ada", "lovelace"});
+  CHECK(names_from_user_name("grace_brewster_hopper") == std::pair<std::string, std::string>{"grace", "brewster_hopper"});
+  CHECK(names_from_user_name("linus") == std::pair<std::string, std::string>{"linus", "linus"});
+  CHECK(names_from_user_name(".hidden") == std::pair<std::string, std::string>{".hidden", ".hidden"});
+  CHECK(names_from_user_name("trailing.") == std::pair<std::string, std::string>{"trailing.", "trailing."});
+  CHECK(names_from_user_name(std::string(150, 'x')).first.size() == 100);
+}
+
+TEST_CASE("registration with the Node.js service's body {userName, email, password}") {
+  const json old_body = {{"userName", "ada.lovelace"}, {"email", "ada@example.com"}, {"password", "correct horse"}};
+  UserInput in;
+  REQUIRE(parse_user_input(old_body, UserOperation::register_self, false, {}, in).empty());
+  User user;
+  apply_user_input(in, UserOperation::register_self, user);
+  CHECK(user.user_name == "ada.lovelace");
+  CHECK(user.first_name == "ada");
+  CHECK(user.last_name == "lovelace");
+
+  // Names given win over derived ones; a missing one is still derived.
+  json with_first = old_body;
+  with_first["firstName"] = "Augusta";
+  UserInput in2;
+  REQUIRE(parse_user_input(with_first, UserOperation::register_self, false, {}, in2).empty());
+  User user2;
+  apply_user_input(in2, UserOperation::register_self, user2);
+  CHECK(user2.first_name == "Augusta");
+  CHECK(user2.last_name == "lovelace");
+
+  // Without a userName both names stay required; a null userName is no userName.
+  json no_name = old_body;
+  no_name.erase("userName");
+  CHECK(has_error_for(check(no_name, UserOperation::register_self), "firstName"));
+  CHECK(has_error_for(check(no_name, UserOperation::register_self), "lastName"));
+  no_name["userName"] = nullptr;
+  CHECK(has_error_for(check(no_name, UserOperation::register_self), "firstName"));
+  // Admin creation keeps requiring names.
+  json admin_body = old_body;
+  CHECK(has_error_for(check(admin_body, UserOperation::create, true), "firstName"));
+}
