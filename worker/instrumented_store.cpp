@@ -21,6 +21,9 @@ class InstrumentedStore final : public UserStore {
   Result<User> find_by_email(std::string_view email) override {
     return timed(StoreOp::find_by_email, [&] { return inner_->find_by_email(email); });
   }
+  Result<User> find_by_user_name(std::string_view user_name) override {
+    return timed(StoreOp::find_by_user_name, [&] { return inner_->find_by_user_name(user_name); });
+  }
   Result<UserPage> list(const PageRequest& page) override { return timed(StoreOp::list, [&] { return inner_->list(page); }); }
   Result<User> update(const User& user) override { return timed(StoreOp::update, [&] { return inner_->update(user); }); }
   Result<User> put(const User& user) override { return timed(StoreOp::put, [&] { return inner_->put(user); }); }

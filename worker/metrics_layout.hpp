@@ -25,9 +25,9 @@ inline constexpr int kStatusClasses = 5;  // 1xx .. 5xx
 inline constexpr double kLatencyBounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
 inline constexpr int kLatencyBuckets = sizeof kLatencyBounds / sizeof kLatencyBounds[0] + 1;
 
-enum class StoreOp { create, find_by_id, find_by_email, list, update, put, remove, ping };
-inline constexpr std::string_view kStoreOpNames[] = {"create", "find_by_id", "find_by_email", "list",
-                                                     "update", "put",        "remove",        "ping"};
+enum class StoreOp { create, find_by_id, find_by_email, list, update, put, remove, ping, find_by_user_name };
+inline constexpr std::string_view kStoreOpNames[] = {"create", "find_by_id", "find_by_email", "list", "update",
+                                                     "put",    "remove",     "ping",          "find_by_user_name"};
 inline constexpr int kStoreOps = sizeof kStoreOpNames / sizeof kStoreOpNames[0];
 
 using Counter = std::atomic<uint64_t>;

@@ -1,5 +1,5 @@
 """Runs last (file name): every log file the integration suite produced — every usersd it started, supervisor
-and workers, foreground and daemon — is searched for the passwords, tokens, hashes and secrets the suite
+and workers, foreground and daemon — is searched for the passwords, tokens, password hashes (Argon2, legacy bcrypt) and secrets the suite
 used. None may appear. The test also makes its own traffic with a fresh password and token first, so it
 can fail even when run alone."""
 import re
@@ -14,6 +14,7 @@ OWN_PASSWORD = "observability canary pw 7Q"
 URL_PASSWORD = "url-canary-pw-9Z"
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}")
 ARGON2 = re.compile(r"\$argon2id?\$")
+BCRYPT = re.compile(r"\$2[aby]\$\d\d\$")  # the Node.js service's hashes, imported or verified on login
 PASSWORD_LITERAL = re.compile(r"""(?:"password": |password=|PASSWORD = )"([^"]+)\"""")
 
 
@@ -63,7 +64,7 @@ def test_logs_hold_no_secrets(supervisors, tmp_path_factory):
         for secret in secrets:
             if secret in text:
                 leaks.append(f"{path}: {secret!r}")
-        for pattern in (JWT, ARGON2):
+        for pattern in (JWT, ARGON2, BCRYPT):
             if m := pattern.search(text):
                 leaks.append(f"{path}: {m.group(0)!r}")
     assert scanned_access_lines > 0 and any("broken" in str(p) for p in logs), [str(p) for p in logs]
