@@ -11,6 +11,7 @@ VENV ?= $(BUILD_DIR)/venv
 JOBS ?= $(shell nproc)
 TOOLS ?= $(CURDIR)/$(BUILD_DIR)/tools
 FERRETDB_VERSION := v1.24.2
+VEGETA_VERSION := v12.12.0
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 APT_PACKAGES := build-essential cmake pkg-config ca-certificates curl git \
@@ -20,7 +21,11 @@ APT_PACKAGES := build-essential cmake pkg-config ca-certificates curl git \
   python3 python3-venv python3-pip wrk procps iproute2 \
   dpkg-dev lintian systemd shellcheck packer prometheus
 
-.PHONY: deps build run test unit-test asan-test integration-test deploy-test package venv bench ferretdb clean
+# Only `make bench` needs these: nginx (the HTTP ceiling), perf (bench-profile). wrk is in APT_PACKAGES.
+BENCH_APT_PACKAGES := nginx linux-perf
+
+.PHONY: deps build run test unit-test asan-test integration-test deploy-test package venv bench bench-deps \
+  bench-profile ferretdb clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -95,8 +100,29 @@ package: deps build
 
 test: deps build unit-test asan-test integration-test deploy-test
 
-bench: deps build
-	bench/bench_api.sh $(BUILD_DIR)
+# Benchmarks (not part of make test): docs/performance.md explains the method and the figures. Inside a
+# private network namespace like the integration suite (loopback only, tcp_migrate_req=1 for the reload
+# figure); settings via the environment, e.g. RUNS=5 DURATION=10 make bench. BENCH_STORE=mongodb: FerretDB.
+bench: deps build bench-deps $(if $(filter mongodb,$(BENCH_STORE)),ferretdb)
+	unshare --net sh -c 'ip link set lo up && sysctl -q -w net.ipv4.tcp_migrate_req=1 && \
+	  VEGETA_VERSION=$(VEGETA_VERSION) python3 bench/run_bench.py --build $(BUILD_DIR)'
+
+# Where a worker's time goes under scenario 2 (perf record of one worker, top symbols and libraries).
+bench-profile: deps build bench-deps
+	unshare --net sh -c 'ip link set lo up && python3 bench/profile.py --build $(BUILD_DIR)'
+
+# Debian packages only when missing (apt-get update first); vegeta, the open-loop load generator, from
+# its Go module, cached in build/tools like FerretDB.
+bench-deps: $(TOOLS)/vegeta
+	@missing=$$(for p in $(BENCH_APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
+	fi
+$(TOOLS)/vegeta:
+	@command -v go >/dev/null || { echo "bench-deps: Go is required to install vegeta $(VEGETA_VERSION)" >&2; exit 1; }
+	mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) go install github.com/tsenart/vegeta/v12@$(VEGETA_VERSION)
 
 clean:
 	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(PKG_DIR)

@@ -43,11 +43,18 @@ bool ConnectionStream::is_writable() const { return wait_for(sock_, POLLOUT, wri
 
 ssize_t ConnectionStream::read(char* ptr, size_t size) {
   if (!has_buffered_bytes()) {
-    if (!wait_for(sock_, POLLIN, read_timeout_ms_)) return -1;
+    // Try first, wait only if nothing is there: the connection loop has usually just seen the socket
+    // readable, and a second poll() per request cost ~10 % of throughput (make bench).
     ssize_t n;
     do {
-      n = ::recv(sock_, buffer_.data(), buffer_.size(), 0);
+      n = ::recv(sock_, buffer_.data(), buffer_.size(), MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (!wait_for(sock_, POLLIN, read_timeout_ms_)) return -1;
+      do {
+        n = ::recv(sock_, buffer_.data(), buffer_.size(), 0);
+      } while (n < 0 && errno == EINTR);
+    }
     if (n <= 0) return n;
     begin_ = 0;
     end_ = static_cast<size_t>(n);
@@ -61,10 +68,12 @@ ssize_t ConnectionStream::read(char* ptr, size_t size) {
 ssize_t ConnectionStream::write(const char* ptr, size_t size) {
   size_t sent = 0;
   while (sent < size) {
-    if (!is_writable()) return -1;
-    const ssize_t n = ::send(sock_, ptr + sent, size - sent, MSG_NOSIGNAL);
+    // Send first and wait only when the socket buffer is full: a poll() before every send is one syscall
+    // more per response. The write timeout still bounds a client that stops reading.
+    const ssize_t n = ::send(sock_, ptr + sent, size - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN && is_writable()) continue;
       return -1;
     }
     sent += static_cast<size_t>(n);
