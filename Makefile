@@ -22,7 +22,7 @@ APT_PACKAGES := build-essential cmake pkg-config ca-certificates curl git \
   libmongoc-dev libbson-dev libsodium-dev libcrypt-dev nlohmann-json3-dev libcli11-dev \
   libspdlog-dev libfmt-dev doctest-dev libsqlite3-dev sqlite3 \
   python3 python3-venv python3-pip wrk procps iproute2 \
-  dpkg-dev lintian systemd shellcheck packer \
+  dpkg-dev lintian systemd shellcheck packer prometheus \
   clang-14 libclang-rt-14-dev
 
 # Only `make bench` needs these: nginx (the HTTP ceiling), perf (bench-profile). wrk is in APT_PACKAGES.
@@ -93,7 +93,8 @@ $(VENV)/.installed: tests/integration/requirements.txt
 MONGO_SUITES := tests/integration/test_api_auth.py tests/integration/test_api_users.py \
   tests/integration/test_api_errors.py tests/integration/test_connection_handling.py tests/integration/test_mongo.py \
   tests/integration/test_old_clients.py tests/integration/test_legacy_import.py \
-  tests/integration/test_hostile_input.py tests/integration/test_abuse_limits.py
+  tests/integration/test_hostile_input.py tests/integration/test_abuse_limits.py \
+  tests/integration/test_zz_no_secrets_in_logs.py
 integration-test: build venv ferretdb
 	@command -v unshare >/dev/null || { echo "integration-test: unshare (util-linux) is required" >&2; exit 1; }
 	unshare --net sh -c 'ip link set lo up && sysctl -q -w net.ipv4.tcp_migrate_req=1 && \

@@ -81,7 +81,8 @@ json config_document(const Config& c) {
         {"server_selection_timeout_ms", c.storage.server_selection_timeout_ms},
         {"connect_timeout_ms", c.storage.connect_timeout_ms},
         {"socket_timeout_ms", c.storage.socket_timeout_ms}}},
-      {"log", {{"level", c.log.level}, {"file", c.log.file}}},
+      {"log", {{"level", c.log.level}, {"file", c.log.file}, {"format", c.log.format}, {"access", c.log.access}}},
+      {"admin", {{"bind", c.admin.bind}, {"port", c.admin.port}}},
   };
 }
 
@@ -429,6 +430,15 @@ Config read_config(const Layers& layers, const ConfigSources& sources) {
   c.log.level = r.one_of("log.level", {"trace", "debug", "info", "warn", "error", "critical", "off"});
   c.log.file = r.string("log.file");
   if (!c.log.file.empty()) c.log.file = absolute(c.log.file);
+  c.log.format = r.one_of("log.format", {"json", "text"});
+  c.log.access = r.boolean("log.access");
+  c.admin.bind = r.non_empty("admin.bind", 64);
+  if (!is_ip_address(c.admin.bind)) fail("admin.bind", "must be an IPv4 or IPv6 address, got \"" + c.admin.bind + "\"" + r.where("admin.bind"));
+  c.admin.port = static_cast<int>(r.integer("admin.port", 0, 65535));
+  if (c.admin.port == c.http.port) {
+    fail("admin.port", "must differ from http.port (" + std::to_string(c.http.port) + "): /metrics must not be public" +
+                           r.where("admin.port"));
+  }
   if (sources.resolve_secret) resolve_secret(sources, c);
   return c;
 }

@@ -78,7 +78,15 @@ struct StorageConfig {
 
 struct LogConfig {
   std::string level = "info";   // trace|debug|info|warn|error|critical|off
-  std::string file;             // empty: stderr
+  std::string file;             // empty: stdout
+  std::string format = "json";  // json (one object per line) | text (for a terminal in development)
+  bool access = true;           // one access log line per request
+};
+
+// The admin listener serves GET /metrics (Prometheus); it must not be reachable through the load balancer.
+struct AdminConfig {
+  std::string bind = "127.0.0.1";
+  int port = 9464;              // 0: no admin listener
 };
 
 // How the supervisor keeps workers alive and replaces them (times in seconds).
@@ -105,6 +113,7 @@ struct Config {
   LimitsConfig limits;
   StorageConfig storage;
   LogConfig log;
+  AdminConfig admin;
   std::string config_file;          // the file that was read, if any
 };
 

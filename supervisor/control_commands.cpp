@@ -58,16 +58,22 @@ void print_status_table(const nlohmann::json& status) {
             << "\n"
             << "listen " << text(s["bind"]) << ":" << text(s["port"]) << "  store " << text(s["store"]) << "\n"
             << "binary " << text(s["binary"]) << "  config " << (s["config_file"] == "" ? "-" : text(s["config_file"]))
+            << "\n"
+            << "metrics " << (s.contains("metrics_url") ? text(s["metrics_url"]) : "-") << "  reloads "
+            << (s.contains("reloads") ? text(s["reloads"].value("ok", nlohmann::json(0))) + " ok, " +
+                                            text(s["reloads"].value("failed", nlohmann::json(0))) + " failed"
+                                      : "-")
             << "\n\n";
-  std::printf("%-5s %-8s %-16s %-7s %-8s %-6s %-9s %-10s %-9s %s\n", "slot", "pid", "status", "uptime", "restarts",
-              "cpu", "mem", "requests", "inflight", "last exit");
+  // requests: this process since it started; total: the slot's workers since the supervisor started.
+  std::printf("%-5s %-8s %-16s %-7s %-8s %-6s %-9s %-10s %-10s %-9s %s\n", "slot", "pid", "status", "uptime",
+              "restarts", "cpu", "mem", "requests", "total", "inflight", "last exit");
   auto row = [](const nlohmann::json& w, const std::string& slot) {
-    std::printf("%-5s %-8s %-16s %-7s %-8s %-6s %-9s %-10s %-9s %s\n", slot.c_str(), text(w["pid"]).c_str(),
+    std::printf("%-5s %-8s %-16s %-7s %-8s %-6s %-9s %-10s %-10s %-9s %s\n", slot.c_str(), text(w["pid"]).c_str(),
                 text(w["state"]).c_str(), human_duration(w.value("uptime_s", int64_t{0})).c_str(),
                 w.contains("restarts") ? text(w["restarts"]).c_str() : "-",
                 (text(w["cpu_percent"]) + "%").c_str(), human_bytes(w.value("rss_bytes", uint64_t{0})).c_str(),
-                text(w["requests"]).c_str(), text(w["in_flight"]).c_str(),
-                w.contains("last_exit") ? text(w["last_exit"]).c_str() : "-");
+                text(w["requests"]).c_str(), w.contains("requests_total") ? text(w["requests_total"]).c_str() : "-",
+                text(w["in_flight"]).c_str(), w.contains("last_exit") ? text(w["last_exit"]).c_str() : "-");
   };
   for (const auto& w : status["workers"]) row(w, text(w["slot"]));
   for (const auto& w : status["other_processes"]) row(w, text(w["slot"]) + "*");

@@ -52,9 +52,7 @@ int main(int argc, char** argv) {
   disable_driver_shared_memory(argv);
   // Until a command sets up its own logging, log lines (e.g. from the MongoDB driver) go to stderr:
   // stdout belongs to the command's output (`usersd export > users.jsonl`).
-  usersd::LogConfig cli_log;
-  cli_log.level = "warn";
-  usersd::setup_logging(cli_log, "cli");
+  usersd::setup_cli_logging("warn");
   CLI::App app{"usersd: a Users API server with its own process supervisor"};
   app.set_version_flag("--version", std::string("usersd ") + usersd::version());
   app.require_subcommand(1);

@@ -69,9 +69,9 @@ int daemonize_and_run(SupervisorOptions options) {
   if (::fork() != 0) _exit(0);  // the session leader leaves; the supervisor can never regain a terminal
   const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
   ::dup2(null_fd, STDIN_FILENO);
-  ::dup2(null_fd, STDOUT_FILENO);
-  // Workers inherit stderr: send it to the log file too, so their early errors are not lost.
+  // Workers inherit stdout and stderr: send them to the log file too, so their early errors are not lost.
   const int log_fd = ::open(options.config.log.file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  ::dup2(log_fd >= 0 ? log_fd : null_fd, STDOUT_FILENO);
   ::dup2(log_fd >= 0 ? log_fd : null_fd, STDERR_FILENO);
   options.readiness_fd = pipe_fds[1];
   setup_logging(options.config.log, "supervisor");
@@ -104,7 +104,11 @@ int run_start(const StartOptions& options) {
     }
     return run_supervisor(std::move(supervisor));
   }
-  if (supervisor.config.log.file.empty()) supervisor.config.log.file = config->runtime_dir + "/usersd.log";
+  if (supervisor.config.log.file.empty()) {
+    supervisor.config.log.file = config->runtime_dir + "/usersd.log";
+    // Workers log to the same file (and reopen it on SIGUSR1) rather than to the inherited stdout.
+    supervisor.flags.overrides["log.file"] = supervisor.config.log.file;
+  }
   return daemonize_and_run(std::move(supervisor));
 }
 

@@ -15,17 +15,22 @@
 #include <deque>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <random>
 #include <variant>
 #include <vector>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "common/logging.hpp"
 #include "common/shared_counter_table.hpp"
 #include "common/version.hpp"
+#include "supervisor/admin_server.hpp"
 #include "supervisor/backoff.hpp"
 #include "supervisor/control_socket.hpp"
+#include "supervisor/metrics_exporter.hpp"
+#include "supervisor/metrics_memory.hpp"
 #include "supervisor/pidfile.hpp"
 #include "supervisor/process_info.hpp"
 #include "supervisor/sd_notify.hpp"
@@ -56,6 +61,21 @@ const char* state_name(WorkerState s) {
 
 double seconds_since(Clock::time_point t, Clock::time_point now) {
   return std::chrono::duration<double>(now - t).count();
+}
+
+// Supervisor events are logged as a sentence for people plus fields for machines: `event` names what
+// happened; a worker's slot and pid are worker_slot/worker_pid (slot/pid of the line are the supervisor's).
+JsonFields event_fields(const char* event) { return std::move(JsonFields().add("event", event)); }
+JsonFields worker_event(const char* event, int slot, pid_t pid) {
+  return std::move(JsonFields().add("event", event).add("worker_slot", slot).add("worker_pid", static_cast<int64_t>(pid)));
+}
+JsonFields& add_exit(JsonFields& fields, int status) {
+  if (WIFEXITED(status)) fields.add("exit_status", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    const char* name = sigabbrev_np(WTERMSIG(status));
+    fields.add("signal", name ? "SIG" + std::string(name) : std::to_string(WTERMSIG(status)));
+  }
+  return fields;
 }
 
 struct Worker {
@@ -195,6 +215,18 @@ class Supervisor {
   Clock::time_point next_watchdog_ = Clock::now();
   std::mt19937_64 rng_{std::random_device{}()};
   int exit_code_ = 0;
+
+  // --- metrics: counters live in shared memory; the supervisor's own figures are published for the
+  // admin thread once per loop iteration.
+  void publish_figures();
+  std::string render_metrics();
+  std::unique_ptr<MetricsMemory> metrics_;
+  std::mutex figures_mutex_;
+  SupervisorFigures figures_;
+  uint64_t reloads_ok_ = 0;
+  uint64_t reloads_failed_ = 0;
+  int slots_used_ = 0;
+  std::unique_ptr<AdminServer> admin_;  // last: its thread reads the members above until it is joined
 };
 
 Worker* Supervisor::worker(pid_t pid) {
@@ -225,6 +257,12 @@ bool Supervisor::claim_runtime(std::string& error) {
     return false;
   }
   limits_table_.reset(std::get<int>(table));
+  if (config_.admin.port != 0) {
+    metrics_ = MetricsMemory::create(error);
+    if (!metrics_) return false;
+    admin_ = std::make_unique<AdminServer>([this] { return render_metrics(); });
+    if (!admin_->start(config_.admin.bind, config_.admin.port, error)) return false;
+  }
   return true;
 }
 
@@ -258,8 +296,10 @@ int Supervisor::run() {
     }
   }
   target_ = target_workers();
-  spdlog::info("usersd {} supervisor starting {} workers on {}:{} (binary {}, store {})", version(), target_,
-               config_.http.bind, config_.http.port, options_.binary, redact_url(config_.storage.url));
+  log_event(spdlog::level::info,
+            fmt::format("usersd {} supervisor starting {} workers on {}:{} (binary {}, store {})", version(), target_,
+                        config_.http.bind, config_.http.port, options_.binary, redact_url(config_.storage.url)),
+            event_fields("supervisor_starting").add("version", version()).add("workers", target_));
   const auto now = Clock::now();
   manage_workers(now);
 
@@ -360,12 +400,15 @@ void Supervisor::handle_channel(pid_t pid) {
     slot.current = pid;
     slot.replacement = 0;
     replacing_slot_ = -1;
-    spdlog::info("worker {} (pid {}) ready in {:.0f} ms, replacing pid {}", w->slot, pid,
-                 seconds_since(w->started, now) * 1000, old);
+    const double ms = seconds_since(w->started, now) * 1000;
+    log_event(spdlog::level::info, fmt::format("worker {} (pid {}) ready in {:.0f} ms, replacing pid {}", w->slot, pid, ms, old),
+              worker_event("worker_ready", w->slot, pid).add("ready_ms", ms).add("replacing_pid", static_cast<int64_t>(old)));
     if (old != 0) retire(old, SIGTERM, seconds(config_.supervisor.graceful_timeout));
     if (replace_queue_.empty() && reloading_) finish_reload(true, "");  // done once old listeners are closed
   } else {
-    spdlog::info("worker {} (pid {}) ready in {:.0f} ms", w->slot, pid, seconds_since(w->started, now) * 1000);
+    const double ms = seconds_since(w->started, now) * 1000;
+    log_event(spdlog::level::info, fmt::format("worker {} (pid {}) ready in {:.0f} ms", w->slot, pid, ms),
+              worker_event("worker_ready", w->slot, pid).add("ready_ms", ms));
   }
   if (stopping_ && !fast_stop_ && !drain_at_) {
     // Became ready while we are stopping: it must start failing health checks too.
@@ -373,7 +416,8 @@ void Supervisor::handle_channel(pid_t pid) {
   }
   if (!startup_complete_ && all_online()) {
     startup_complete_ = true;
-    spdlog::info("all {} workers online", slots_.size());
+    log_event(spdlog::level::info, fmt::format("all {} workers online", slots_.size()),
+              event_fields("all_online").add("workers", static_cast<int64_t>(slots_.size())));
     notifier_.notify("READY=1\nMAINPID=" + std::to_string(getpid()) + "\nSTATUS=" + std::to_string(slots_.size()) +
                      " workers online");
     report_startup("ok " + std::to_string(getpid()) + " " + std::to_string(slots_.size()));
@@ -452,7 +496,9 @@ void Supervisor::on_worker_exit(pid_t pid, int status) {
   const std::string how = describe_wait_status(status);
   const auto now = Clock::now();
   if (w.state == WorkerState::draining) {
-    spdlog::info("worker {} (pid {}) finished ({}), served {} requests", w.slot, pid, how, w.requests);
+    JsonFields fields = worker_event("worker_finished", w.slot, pid);
+    log_event(spdlog::level::info, fmt::format("worker {} (pid {}) finished ({}), served {} requests", w.slot, pid, how, w.requests),
+              add_exit(fields, status).add("requests", w.requests));
     if (reloading_ && replace_queue_.empty() && replacing_slot_ < 0) finish_reload(true, "");
     answer_scale_waiters();
     return;
@@ -470,7 +516,8 @@ void Supervisor::on_worker_exit(pid_t pid, int status) {
   if (!startup_complete_) {
     const std::string why = "worker " + std::to_string(w.slot) + " exited before it was ready (" + how +
                             "); its log lines above say why";
-    spdlog::critical("{}", why);
+    JsonFields fields = worker_event("worker_startup_failed", w.slot, pid);
+    log_event(spdlog::level::critical, why, add_exit(fields, status));
     report_startup("error: " + why);
     exit_code_ = 1;
     return begin_stop(true);
@@ -478,8 +525,12 @@ void Supervisor::on_worker_exit(pid_t pid, int status) {
   replace_queue_.erase(std::remove(replace_queue_.begin(), replace_queue_.end(), w.slot), replace_queue_.end());
   const auto delay = slot.backoff.on_exit(std::chrono::duration_cast<milliseconds>(now - w.started));
   slot.restart_at = now + delay;
-  spdlog::warn("worker {} (pid {}) exited unexpectedly ({}) after {:.1f}s; restarting in {} ms", w.slot, pid, how,
-               seconds_since(w.started, now), delay.count());
+  JsonFields fields = worker_event("worker_exited", w.slot, pid);
+  add_exit(fields, status).add("uptime_s", seconds_since(w.started, now)).add("restart_in_ms", static_cast<int64_t>(delay.count()));
+  log_event(spdlog::level::warn,
+            fmt::format("worker {} (pid {}) exited unexpectedly ({}) after {:.1f}s; restarting in {} ms", w.slot, pid, how,
+                        seconds_since(w.started, now), delay.count()),
+            fields);
 }
 
 void Supervisor::tick(Clock::time_point now) {
@@ -494,29 +545,36 @@ void Supervisor::tick(Clock::time_point now) {
     next_sample_ = now + kSampleInterval;
   }
   notify_watchdog(now);
+  publish_figures();
 }
 
 void Supervisor::murder_hung_workers(Clock::time_point now) {
   const auto timeout = seconds(config_.supervisor.worker_timeout);
   for (auto& [pid, w] : workers_) {
     if (w.kill_at && now >= *w.kill_at) {
-      spdlog::error("worker {} (pid {}) still running {} after it was asked to stop: SIGKILL", w.slot, pid,
-                    w.abort_sent ? "5 s" : "at its deadline");
+      log_event(spdlog::level::err,
+                fmt::format("worker {} (pid {}) still running {} after it was asked to stop: SIGKILL", w.slot, pid,
+                            w.abort_sent ? "5 s" : "at its deadline"),
+                worker_event("worker_killed", w.slot, pid).add("signal", "SIGKILL").add("reason", "stop_deadline"));
       ::kill(pid, SIGKILL);
       w.kill_at.reset();
       continue;
     }
     if (w.abort_sent || w.state == WorkerState::draining) continue;
     if (w.state == WorkerState::starting && now - w.started > seconds(config_.supervisor.ready_timeout)) {
-      spdlog::error("worker {} (pid {}) not ready after ready_timeout ({} s): killing it", w.slot, pid,
-                    config_.supervisor.ready_timeout);
+      log_event(spdlog::level::err,
+                fmt::format("worker {} (pid {}) not ready after ready_timeout ({} s): killing it", w.slot, pid,
+                            config_.supervisor.ready_timeout),
+                worker_event("worker_killed", w.slot, pid).add("signal", "SIGKILL").add("reason", "ready_timeout"));
       ::kill(pid, SIGKILL);
       w.abort_sent = true;
       continue;
     }
     if (w.state == WorkerState::online && now - w.last_heartbeat > timeout) {
-      spdlog::error("worker {} (pid {}) sent no heartbeat for {} s (worker_timeout): killing it with SIGABRT",
-                    w.slot, pid, config_.supervisor.worker_timeout);
+      log_event(spdlog::level::err,
+                fmt::format("worker {} (pid {}) sent no heartbeat for {} s (worker_timeout): killing it with SIGABRT",
+                            w.slot, pid, config_.supervisor.worker_timeout),
+                worker_event("worker_killed", w.slot, pid).add("signal", "SIGABRT").add("reason", "heartbeat_timeout"));
       ::kill(pid, SIGABRT);
       ::kill(pid, SIGCONT);  // a stopped process cannot act on SIGABRT
       w.abort_sent = true;
@@ -538,7 +596,7 @@ bool Supervisor::start_worker(int slot_index, bool as_replacement) {
   Slot& slot = slots_[static_cast<size_t>(slot_index)];
   WorkerLaunch launch{options_.binary, slot_index, config_.config_file.empty() ? std::nullopt
                                                                                 : std::optional(config_.config_file),
-                      options_.flags.overrides};
+                      options_.flags.overrides, metrics_ ? metrics_->fd() : -1};
   launch.limits_table_fd = limits_table_.get();
   std::string error;
   auto spawned = spawn_worker(launch, error);
@@ -546,7 +604,8 @@ bool Supervisor::start_worker(int slot_index, bool as_replacement) {
   if (!spawned) {
     slot.spawn_error = error;
     slot.restart_at = now + slot.backoff.on_exit(milliseconds(0));
-    spdlog::error("cannot start worker {}: {}", slot_index, error);
+    log_event(spdlog::level::err, fmt::format("cannot start worker {}: {}", slot_index, error),
+              worker_event("worker_spawn_failed", slot_index, 0).add("error", error));
     return false;
   }
   slot.spawn_error.clear();
@@ -560,7 +619,9 @@ bool Supervisor::start_worker(int slot_index, bool as_replacement) {
     w.recycle_after_requests = static_cast<uint64_t>(config_.supervisor.max_requests + jitter(rng_));
   }
   (as_replacement ? slot.replacement : slot.current) = w.pid;
-  spdlog::info("started worker {} (pid {}){}", slot_index, w.pid, as_replacement ? " as a replacement" : "");
+  log_event(spdlog::level::info,
+            fmt::format("started worker {} (pid {}){}", slot_index, w.pid, as_replacement ? " as a replacement" : ""),
+            worker_event("worker_spawned", slot_index, w.pid).add("replacement", as_replacement));
   workers_.emplace(w.pid, std::move(w));
   return true;
 }
@@ -576,6 +637,7 @@ void Supervisor::retire(pid_t pid, int signal, Clock::duration grace) {
 void Supervisor::manage_workers(Clock::time_point now) {
   while (static_cast<int>(slots_.size()) < target_) {
     slots_.emplace_back();
+    slots_used_ = std::max(slots_used_, static_cast<int>(slots_.size()));
     start_worker(static_cast<int>(slots_.size()) - 1, false);
   }
   while (static_cast<int>(slots_.size()) > target_) {
@@ -586,7 +648,8 @@ void Supervisor::manage_workers(Clock::time_point now) {
       replacing_slot_ = -1;
     }
     if (slot.current != 0) {
-      spdlog::info("scaling down: draining worker {} (pid {})", index, slot.current);
+      log_event(spdlog::level::info, fmt::format("scaling down: draining worker {} (pid {})", index, slot.current),
+                worker_event("worker_draining", index, slot.current).add("reason", "scale_down"));
       retire(slot.current, SIGTERM, seconds(config_.supervisor.graceful_timeout));
     }
     replace_queue_.erase(std::remove(replace_queue_.begin(), replace_queue_.end(), index), replace_queue_.end());
@@ -608,7 +671,8 @@ void Supervisor::queue_replacement(int slot_index, const std::string& why) {
       std::find(replace_queue_.begin(), replace_queue_.end(), slot_index) != replace_queue_.end()) {
     return;
   }
-  spdlog::info("replacing worker {}: {}", slot_index, why);
+  log_event(spdlog::level::info, fmt::format("replacing worker {}: {}", slot_index, why),
+            event_fields("replacement_queued").add("worker_slot", slot_index).add("reason", why));
   replace_queue_.push_back(slot_index);
 }
 
@@ -653,7 +717,8 @@ void Supervisor::fail_replacement(int slot_index, const std::string& why) {
   }
   replacing_slot_ = -1;
   replace_queue_.clear();
-  spdlog::error("replacing worker {} failed: {}; the old workers keep serving", slot_index, why);
+  log_event(spdlog::level::err, fmt::format("replacing worker {} failed: {}; the old workers keep serving", slot_index, why),
+            event_fields("replacement_failed").add("worker_slot", slot_index).add("reason", why));
   if (reloading_) finish_reload(false, "reload aborted: " + why + "; the old workers keep serving");
 }
 
@@ -670,14 +735,17 @@ void Supervisor::begin_reload(int client_fd) {
   sources.flags = options_.flags.overrides;
   auto loaded = load_config(sources);
   if (auto* error = std::get_if<ConfigError>(&loaded)) {
-    spdlog::error("reload refused, the config is invalid: {}", error->line());
+    ++reloads_failed_;
+    log_event(spdlog::level::err, "reload refused, the config is invalid: " + error->line(),
+              event_fields("reload_refused").add("reason", error->line()));
     return answer_reload_waiters({{"ok", false}, {"error", error->line()}});
   }
   Config next = std::get<Config>(std::move(loaded));
   if (next.http.bind != config_.http.bind || next.http.port != config_.http.port ||
       next.runtime_dir != config_.runtime_dir) {
     const std::string why = "http.bind, http.port and runtime_dir cannot change on reload: restart usersd";
-    spdlog::error("reload refused: {}", why);
+    ++reloads_failed_;
+    log_event(spdlog::level::err, "reload refused: " + why, event_fields("reload_refused").add("reason", why));
     return answer_reload_waiters({{"ok", false}, {"error", why}});
   }
   config_ = std::move(next);
@@ -685,7 +753,9 @@ void Supervisor::begin_reload(int client_fd) {
   reloading_ = true;
   reload_started_ = Clock::now();
   notifier_.notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(monotonic_usec()));
-  spdlog::info("reload: config valid; replacing {} workers one by one with {}", slots_.size(), options_.binary);
+  log_event(spdlog::level::info,
+            fmt::format("reload: config valid; replacing {} workers one by one with {}", slots_.size(), options_.binary),
+            event_fields("reload_started").add("workers", static_cast<int64_t>(slots_.size())).add("binary", options_.binary));
   for (size_t i = 0; i < slots_.size(); ++i) queue_replacement(static_cast<int>(i), "reload");
 }
 
@@ -700,13 +770,16 @@ void Supervisor::finish_reload(bool ok, const std::string& message) {
   // "Reloaded" means only the new build accepts connections: wait until every old listener is closed.
   if (ok && old_listeners_open()) return;
   reloading_ = false;
+  ++(ok ? reloads_ok_ : reloads_failed_);
   const auto ms = std::chrono::duration_cast<milliseconds>(Clock::now() - reload_started_).count();
   nlohmann::json reply = {{"ok", ok}};
   if (ok) {
     reply["message"] = "reloaded " + std::to_string(slots_.size()) + " workers in " + std::to_string(ms) + " ms";
     reply["duration_ms"] = ms;
-    spdlog::info("reload finished: {} workers replaced in {} ms", slots_.size(), ms);
+    log_event(spdlog::level::info, fmt::format("reload finished: {} workers replaced in {} ms", slots_.size(), ms),
+              event_fields("reload_finished").add("workers", static_cast<int64_t>(slots_.size())).add("duration_ms", static_cast<int64_t>(ms)));
   } else {
+    log_event(spdlog::level::err, "reload failed: " + message, event_fields("reload_failed").add("reason", message));
     reply["error"] = message;
   }
   notifier_.notify("READY=1\nSTATUS=" + std::to_string(slots_.size()) + " workers online");
@@ -732,7 +805,8 @@ void Supervisor::scale(const std::string& value, int client_fd) {
     if (client_fd >= 0) reply_and_close(client_fd, {{"ok", false}, {"error", error}});
     return;
   }
-  spdlog::info("scaling from {} to {} workers", target_, next);
+  log_event(spdlog::level::info, fmt::format("scaling from {} to {} workers", target_, next),
+            event_fields("scale").add("from", target_).add("to", next));
   target_ = next;
   if (client_fd >= 0) scale_waiters_.push_back(client_fd);
   manage_workers(Clock::now());
@@ -760,7 +834,8 @@ void Supervisor::begin_stop(bool fast) {
     for (int fd : std::vector<int>(scale_waiters_)) reply_and_close(fd, {{"ok", false}, {"error", "stopping"}});
   }
   if (fast) {
-    spdlog::info("fast stop: stopping {} workers now", workers_.size());
+    log_event(spdlog::level::info, fmt::format("fast stop: stopping {} workers now", workers_.size()),
+              event_fields("stop").add("mode", "fast").add("workers", static_cast<int64_t>(workers_.size())));
     drain_at_.reset();
     for (auto& [pid, w] : workers_) {
       w.state = WorkerState::draining;
@@ -769,8 +844,11 @@ void Supervisor::begin_stop(bool fast) {
     }
     return;
   }
-  spdlog::info("graceful stop: /healthcheck fails for {} s (drain_delay), then workers drain for up to {} s",
-               config_.supervisor.drain_delay, config_.supervisor.graceful_timeout);
+  log_event(spdlog::level::info,
+            fmt::format("graceful stop: /healthcheck fails for {} s (drain_delay), then workers drain for up to {} s",
+                        config_.supervisor.drain_delay, config_.supervisor.graceful_timeout),
+            event_fields("stop").add("mode", "graceful").add("drain_delay_s", config_.supervisor.drain_delay)
+                .add("graceful_timeout_s", config_.supervisor.graceful_timeout));
   for (auto& [pid, w] : workers_) {
     if (w.channel.valid()) channel::send(w.channel.get(), {{"type", "health_off"}});
   }
@@ -780,7 +858,7 @@ void Supervisor::begin_stop(bool fast) {
 void Supervisor::advance_stop(Clock::time_point now) {
   if (!stopping_ || !drain_at_ || now < *drain_at_) return;
   drain_at_.reset();
-  spdlog::info("closing listeners; waiting for in-flight requests");
+  log_event(spdlog::level::info, "closing listeners; waiting for in-flight requests", event_fields("drain"));
   for (auto& [pid, w] : workers_) {
     if (w.state == WorkerState::draining) continue;
     retire(pid, SIGTERM, seconds(config_.supervisor.graceful_timeout));
@@ -838,6 +916,8 @@ nlohmann::json Supervisor::status_json(Clock::time_point now) const {
                                                          {"connections", 0}};
     entry["slot"] = i;
     entry["state"] = slot_state(slot);
+    // Every request this slot's workers answered, the restarted and replaced ones included (shared memory).
+    entry["requests_total"] = metrics_ ? nlohmann::json(slot_requests_total(metrics_->region().slots[i])) : nlohmann::json(nullptr);
     entry["restarts"] = slot.restarts;
     entry["last_exit"] = slot.last_exit.empty() ? nlohmann::json(nullptr) : nlohmann::json(slot.last_exit);
     if (slot.restart_at) {
@@ -872,18 +952,74 @@ nlohmann::json Supervisor::status_json(Clock::time_point now) const {
             {"started_at", std::chrono::duration_cast<seconds>(started_wall_.time_since_epoch()).count()},
             {"workers_target", target_},
             {"rss_bytes", self ? self->rss_bytes : 0},
-            {"tcp_migrate_req", tcp_migrate_req_}}},
+            {"tcp_migrate_req", tcp_migrate_req_},
+            {"reloads", {{"ok", reloads_ok_}, {"failed", reloads_failed_}}},
+            {"metrics_url", admin_ ? nlohmann::json("http://" + (config_.admin.bind.find(':') != std::string::npos
+                                                                      ? "[" + config_.admin.bind + "]"
+                                                                      : config_.admin.bind) +
+                                                     ":" + std::to_string(config_.admin.port) + "/metrics")
+                                   : nlohmann::json(nullptr)}}},
           {"workers", std::move(workers)},
           {"other_processes", std::move(retiring)}};
 }
 
+void Supervisor::publish_figures() {
+  if (!admin_) return;
+  static const double ticks_per_second = static_cast<double>(sysconf(_SC_CLK_TCK));
+  SupervisorFigures f;
+  f.version = version();
+  f.workers_target = target_;
+  f.slots_used = slots_used_;
+  f.reloads_ok = reloads_ok_;
+  f.reloads_failed = reloads_failed_;
+  f.log_lines_dropped = dropped_log_lines();
+  if (const auto self = sample_process(getpid())) {
+    f.rss_bytes = self->rss_bytes;
+    f.cpu_seconds = static_cast<double>(self->cpu_ticks) / ticks_per_second;
+  }
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    WorkerFigures wf;
+    wf.slot = static_cast<int>(i);
+    wf.restarts = static_cast<uint64_t>(slots_[i].restarts);
+    if (const Worker* w = slots_[i].current ? worker(slots_[i].current) : nullptr) {
+      wf.up = w->state == WorkerState::online;
+      if (w->sample) {
+        wf.rss_bytes = w->sample->rss_bytes;
+        wf.cpu_seconds = static_cast<double>(w->sample->cpu_ticks) / ticks_per_second;
+      }
+    }
+    f.workers.push_back(wf);
+  }
+  // In-flight requests and connections of every live process, replaced ones still draining included.
+  for (const auto& [pid, w] : workers_) {
+    if (static_cast<size_t>(w.slot) < f.workers.size()) {
+      f.workers[static_cast<size_t>(w.slot)].in_flight += w.in_flight;
+      f.workers[static_cast<size_t>(w.slot)].connections += w.connections;
+    }
+  }
+  std::lock_guard lock(figures_mutex_);
+  figures_ = std::move(f);
+}
+
+// Runs on the admin thread.
+std::string Supervisor::render_metrics() {
+  SupervisorFigures f;
+  {
+    std::lock_guard lock(figures_mutex_);
+    f = figures_;
+  }
+  return render_prometheus(metrics_ ? &metrics_->region() : nullptr, f);
+}
+
 void Supervisor::cleanup() {
-  spdlog::info("supervisor exiting (code {})", exit_code_);
+  log_event(spdlog::level::info, fmt::format("supervisor exiting (code {})", exit_code_),
+            event_fields("supervisor_exiting").add("exit_code", exit_code_));
+  if (admin_) admin_->stop();
   if (!control_path_.empty()) ::unlink(control_path_.c_str());
   while (!control_clients_.empty()) close_client(control_clients_.begin()->first);
   pidfile_.reset();
   report_startup("error: stopped during start-up");
-  spdlog::default_logger()->flush();
+  flush_logs();
 }
 
 }  // namespace

@@ -8,7 +8,7 @@ namespace usersd {
 int run_worker_command(const ConfigFlags& flags, int slot) {
   auto config = load_config_or_report(flags);
   if (!config) return 1;
-  setup_logging(config->log, "worker " + std::to_string(slot));
+  setup_logging(config->log, "worker", slot);
   return run_worker(*config, WorkerOptions{slot, /*supervised=*/true});
 }
 

@@ -12,6 +12,7 @@
 
 #include "common/shared_counter_table.hpp"
 #include "worker/channel.hpp"
+#include "worker/metrics_layout.hpp"
 
 namespace usersd {
 namespace {
@@ -36,7 +37,7 @@ bool place_fd(int fd, int target) {
 }
 
 // Runs in the child between fork and exec: only async-signal-safe calls.
-[[noreturn]] void exec_child(int channel_fd, int limits_fd, char* const* argv) {
+[[noreturn]] void exec_child(int channel_fd, int metrics_fd, int limits_fd, char* const* argv) {
   // The supervisor blocks signals to read them from a signalfd; the mask survives exec, so clear it.
   sigset_t none;
   sigemptyset(&none);
@@ -52,6 +53,9 @@ bool place_fd(int fd, int target) {
     // Already at fd 3: only drop close-on-exec.
     fcntl(channel_fd, F_SETFD, 0);
   }
+  // The memfd sits at fd >= 10 (metrics_memory.cpp), so the dup2 above cannot have replaced it.
+  if (metrics_fd >= 0 && dup2(metrics_fd, metrics::kMetricsFd) < 0) _exit(126);
+  // Above fd 5 by now (moved first), so neither dup2 above replaced it.
   if (limits_fd >= 0 && !place_fd(limits_fd, kLimitsTableFd)) _exit(126);
   execv(argv[0], argv);
   const char msg[] = "usersd worker: exec failed\n";
@@ -79,7 +83,7 @@ std::optional<SpawnedWorker> spawn_worker(const WorkerLaunch& launch, std::strin
     error = std::string("fork: ") + std::strerror(errno);
     return std::nullopt;
   }
-  if (pid == 0) exec_child(theirs.get(), launch.limits_table_fd, argv.data());
+  if (pid == 0) exec_child(theirs.get(), launch.metrics_fd, launch.limits_table_fd, argv.data());
   return SpawnedWorker{pid, std::move(ours)};
 }
 

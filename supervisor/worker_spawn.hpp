@@ -1,5 +1,6 @@
 // Starting a worker process: fork, then exec the installed binary as `usersd worker`, with the
-// supervisor channel on fd 3 and the shared limits table on fd 5. Exec (not just fork) is what lets a reload pick up a new build.
+// supervisor channel on fd 3, the metrics shared memory on fd 4 and the shared limits table on fd 5.
+// Exec (not just fork) is what lets a reload pick up a new build.
 #pragma once
 
 #include <sys/types.h>
@@ -17,6 +18,7 @@ struct WorkerLaunch {
   int slot = 0;
   std::optional<std::string> config_file;    // absolute
   std::map<std::string, std::string> overrides;  // dotted key -> value, as given on the command line
+  int metrics_fd = -1;                       // the metrics memfd, given to the worker as fd 4 (-1: none)
   int limits_table_fd = -1;                  // shared abuse-limit counters, given to the worker as fd 5
 };
 

@@ -12,6 +12,7 @@
 #include "common/password.hpp"
 #include "common/user_store.hpp"
 #include "worker/serving_state.hpp"
+#include "worker/worker_metrics.hpp"
 
 namespace usersd {
 
@@ -26,6 +27,7 @@ struct App {
   TrustedProxies trusted_proxies;
   int64_t started_ms = 0;
   ServingState serving;
+  std::unique_ptr<WorkerMetrics> metrics;  // null: metrics disabled (admin.port 0) or no supervisor
 };
 
 // Builds the services from a validated config, opening the store. Errc::unavailable when the store cannot open.

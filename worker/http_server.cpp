@@ -12,14 +12,14 @@
 #include <optional>
 #include <unordered_map>
 
-#include <sodium.h>
-
 #include <spdlog/spdlog.h>
 
+#include "worker/access_log.hpp"
 #include "worker/connection_stream.hpp"
 #include "worker/content_negotiation.hpp"
 #include "worker/problem.hpp"
 #include "worker/request_body.hpp"
+#include "worker/request_scope.hpp"
 #include "worker/routes.hpp"
 #include "worker/task_pool.hpp"
 
@@ -62,20 +62,6 @@ bool apply_cors(const HttpConfig& http, const httplib::Request& req, httplib::Re
   res.set_header("Access-Control-Allow-Origin", origin);
   res.set_header("Access-Control-Expose-Headers", "Location, ETag, X-Request-Id");
   return true;
-}
-
-bool valid_request_id(const std::string& id) {
-  return !id.empty() && id.size() <= 128 && std::all_of(id.begin(), id.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
-  });
-}
-
-std::string new_request_id() {
-  unsigned char bytes[12];
-  randombytes_buf(bytes, sizeof bytes);
-  char hex[sizeof bytes * 2 + 1];
-  sodium_bin2hex(hex, sizeof hex, bytes, sizeof bytes);
-  return hex;
 }
 
 // Set by a handler that wants its connection closed after the response; read by the connection loop
@@ -170,8 +156,8 @@ class HttpServer::Engine final : public httplib::Server {
     ConnectionStream stream(sock, static_cast<int>(read_timeout_sec_ * 1000 + read_timeout_usec_ / 1000),
                             static_cast<int>(write_timeout_sec_ * 1000 + write_timeout_usec_ / 1000));
     std::string peer;
-    int port = 0;
-    stream.get_remote_ip_and_port(peer, port);
+    int peer_port = 0;
+    stream.get_remote_ip_and_port(peer, peer_port);
     // Proxies (the ALB) carry many clients' connections: only direct clients are capped.
     const bool capped = !app_.trusted_proxies.contains(peer);
     const bool admitted = !capped || connection_counts_.admit(peer, http.max_connections_per_client);
@@ -195,6 +181,7 @@ class HttpServer::Engine final : public httplib::Server {
       close_requested = false;
       body_consumed = false;
       state_.in_flight.fetch_add(1);
+      begin_request(peer);
       ok = process_request(stream, last, client_closes, nullptr);
       state_.in_flight.fetch_sub(1);
       stream.set_read_deadline(std::nullopt);
@@ -246,6 +233,7 @@ class HttpServer::Engine final : public httplib::Server {
 HttpServer::HttpServer(App& app)
     : app_(app),
       router_(build_router(app)),
+      access_log_(std::make_unique<AccessLog>(app, router_)),
       drain_event_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
       server_(std::make_unique<Engine>(app, drain_event_fd_)) {
   configure();
@@ -283,6 +271,7 @@ void HttpServer::configure() {
   // Runs just before each response's headers go out. Connection: close when draining (even for a request
   // that arrived earlier) and when the request's body was never read.
   server_->set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    assign_request_id(req, res);  // also on responses httplib made without routing (400, 414...)
     if (!app_.serving.draining && (body_consumed || !declares_body(req))) return;
     res.headers.erase("Keep-Alive");
     res.headers.erase("Connection");
@@ -301,8 +290,12 @@ void HttpServer::configure() {
   server_->Patch(".*", with_body);
   server_->Delete(".*", with_body);
   // Errors httplib produces itself (413, 400 on a bad request line...) get problem bodies too.
-  server_->set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
+  server_->set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    assign_request_id(req, res);  // before the body: the problem names the request id
+    // httplib answered without routing (an unparsable request line or headers, a URI too long...): what
+    // follows on this connection cannot be trusted to start a new request.
+    close_connection_after_response(res);
     send_problem(res, res.status);
     return httplib::Server::HandlerResponse::Handled;
   }));
@@ -321,17 +314,12 @@ void HttpServer::configure() {
     spdlog::error("unhandled exception on {} {}: {}", req.method, req.path, what);
     send_problem(res, 500, "internal error");
   });
-  server_->set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-    app_.serving.requests.fetch_add(1);
-    spdlog::info("{} \"{} {}\" {} {} {}", req.remote_addr, req.method, req.path, res.status, res.body.size(),
-                 res.get_header_value("X-Request-Id"));
-  });
+  server_->set_logger([this](const httplib::Request& req, const httplib::Response& res) { access_log_->finish(req, res); });
 }
 
 httplib::Server::HandlerResponse HttpServer::before_routing(const httplib::Request& req, httplib::Response& res) {
   using HR = httplib::Server::HandlerResponse;
-  const std::string incoming_id = req.get_header_value("X-Request-Id");
-  res.set_header("X-Request-Id", valid_request_id(incoming_id) ? incoming_id : new_request_id());
+  assign_request_id(req, res);
   apply_cors(app_.config.http, req, res);
   if (req.has_header("Accept-Encoding")) {
     // httplib picks a response coding by substring and ignores q-values; hand it only what the client accepts.
@@ -346,6 +334,7 @@ httplib::Server::HandlerResponse HttpServer::before_routing(const httplib::Reque
 
   if (req.method == "OPTIONS") {
     const auto methods = methods_for_path(router_, req.path);
+    if (!methods.empty()) current_request().route = router_.match(methods.front(), req.path).route;
     if (methods.empty()) {
       send_problem(res, 404, "no such resource");
     } else {
@@ -354,6 +343,9 @@ httplib::Server::HandlerResponse HttpServer::before_routing(const httplib::Reque
     return HR::Handled;
   }
   const RouteMatch match = router_.match(req.method, req.path);
+  current_request().route =
+      match.route ? match.route
+                  : match.allowed_methods.empty() ? nullptr : router_.match(match.allowed_methods.front(), req.path).route;
   if (match.route == nullptr) {
     if (match.allowed_methods.empty()) {
       send_problem(res, 404, "no such resource");
@@ -406,7 +398,10 @@ void HttpServer::dispatch(const httplib::Request& req, httplib::Response& res, c
       return send_problem(res, 400, "the request body could not be read");
     }
   }
-  if (match.route->needs_auth && !authenticate(app_, req, res, ctx)) return;
+  if (match.route->needs_auth) {
+    if (!authenticate(app_, req, res, ctx)) return;
+    current_request().user_id = ctx.caller->id;
+  }
   match.route->handler(req, res, ctx);
 }
 

@@ -13,6 +13,8 @@
 
 namespace usersd {
 
+class AccessLog;
+
 class HttpServer {
  public:
   explicit HttpServer(App& app);
@@ -38,6 +40,7 @@ class HttpServer {
 
   App& app_;
   Router router_;
+  std::unique_ptr<AccessLog> access_log_;
   int drain_event_fd_ = -1;  // becomes readable when draining starts; wakes idle connections
   std::atomic<bool> draining_started_{false};
   std::unique_ptr<Engine> server_;

@@ -11,6 +11,8 @@ namespace {
 using json = nlohmann::json;
 
 void send(httplib::Response& res, int status, json body) {
+  // Quoting the request id lets a client's bug report lead straight to our log lines.
+  if (res.has_header("X-Request-Id")) body["requestId"] = res.get_header_value("X-Request-Id");
   res.status = status;
   res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), kProblemContentType);
 }

@@ -18,6 +18,7 @@
 #include "worker/app.hpp"
 #include "worker/channel.hpp"
 #include "worker/http_server.hpp"
+#include "worker/instrumented_store.hpp"
 
 namespace usersd {
 namespace {
@@ -42,13 +43,15 @@ void exit_after(std::chrono::milliseconds grace, const char* why) {
   std::thread([grace, why] {
     std::this_thread::sleep_for(grace);
     spdlog::warn("{}: exiting with connections still open", why);
-    spdlog::default_logger()->flush();
+    flush_logs();
     _exit(0);
   }).detach();
 }
 
 // Sends the counters; also the last word of a worker that is about to exit.
-void send_heartbeat(const ServingState& state) {
+void send_heartbeat(const App& app) {
+  const ServingState& state = app.serving;
+  if (app.metrics) app.metrics->record_dropped_log_lines(dropped_log_lines());
   channel::send(channel::kChannelFd, {{"type", "heartbeat"},
                                       {"requests", state.requests.load()},
                                       {"in_flight", state.in_flight.load()},
@@ -83,7 +86,8 @@ void watch_signals(HttpServer& server, const Config& config, sigset_t signals, b
 }
 
 // Supervised workers: announce readiness, heartbeat, obey health_off, and leave when the supervisor does.
-void talk_to_supervisor(HttpServer& server, ServingState& state) {
+void talk_to_supervisor(HttpServer& server, App& app) {
+  ServingState& state = app.serving;
   channel::send(channel::kChannelFd, {{"type", "ready"}});
   while (true) {
     pollfd pfd{channel::kChannelFd, POLLIN, 0};
@@ -103,7 +107,7 @@ void talk_to_supervisor(HttpServer& server, ServingState& state) {
       }
       continue;
     }
-    send_heartbeat(state);
+    send_heartbeat(app);
   }
 }
 
@@ -133,6 +137,9 @@ int run_worker(const Config& config, const WorkerOptions& options) {
     spdlog::critical("cannot open store {}: {}", redact_url(config.storage.url), app.error().message);
     return 1;
   }
+  // Metrics go to this slot's block of the supervisor's shared memory; the store is timed from here on.
+  app.value()->metrics = WorkerMetrics::attach(options.slot);
+  if (app.value()->metrics) app.value()->store = instrument_store(std::move(app.value()->store), *app.value()->metrics);
   HttpServer server(*app.value());
   std::string error;
   if (!server.bind(options.supervised, error)) {
@@ -147,12 +154,12 @@ int run_worker(const Config& config, const WorkerOptions& options) {
                version(), app.value()->store->describe());
 
   std::thread(watch_signals, std::ref(server), std::cref(config), signals, options.supervised).detach();
-  if (options.supervised) std::thread(talk_to_supervisor, std::ref(server), std::ref(app.value()->serving)).detach();
+  if (options.supervised) std::thread(talk_to_supervisor, std::ref(server), std::ref(*app.value())).detach();
 
   const bool served = server.serve();
-  if (options.supervised) send_heartbeat(app.value()->serving);
+  if (options.supervised) send_heartbeat(*app.value());
   spdlog::info("worker {} stopped after {} requests", options.slot, app.value()->serving.requests.load());
-  spdlog::default_logger()->flush();
+  flush_logs();
   // Detached threads still reference the server: leave without running destructors.
   _exit(served ? 0 : 1);
 }

@@ -64,6 +64,7 @@ class Usersd:
             "workers": workers,
             "http": http,
             "log": {"level": "warn"},
+            "admin": {"port": free_port()},  # /metrics listener: never the default 9464 another usersd may hold
         }
         if store_url:
             config["storage"] = {"url": store_url}

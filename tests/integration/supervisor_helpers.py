@@ -313,18 +313,29 @@ class Supervisor(Server):
 
     def online_from_log(self):
         """{slot: pid} of the workers the supervisor's log says are serving. Waiting on the log instead of
-        polling the control socket: see known_bug_hint() for why polling status is not harmless."""
+        polling the control socket: see known_bug_hint() for why polling status is not harmless.
+        Reads JSON lines (the default) and text lines (log.format text)."""
         pid = self.supervisor_pid
         tag = f"[supervisor {pid}]"
         slots = {}
         for line in self.log().splitlines():
-            if tag not in line:
+            if line.startswith("{"):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if record.get("component") != "supervisor" or record.get("pid") != pid:
+                    continue
+                message = record.get("msg", "")
+            elif tag in line:
+                message = line
+            else:
                 continue
-            m = READY_RE.search(line)
+            m = READY_RE.search(message)
             if m:
                 slots[int(m["slot"])] = int(m["pid"])
                 continue
-            m = GONE_RE.search(line)
+            m = GONE_RE.search(message)
             if m and slots.get(int(m["slot"])) == int(m["pid"]):
                 del slots[int(m["slot"])]
         return slots

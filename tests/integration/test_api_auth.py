@@ -440,8 +440,10 @@ def test_each_login_issues_a_distinct_token(shared_server, account):
 
 def test_login_unknown_email_and_wrong_password_are_indistinguishable(shared_server, account):
     _, email, _ = account
-    unknown = post_json(shared_server, "/v1/auth/login", {"email": unique_email("ghost"), "password": PASSWORD})
-    wrong = post_json(shared_server, "/v1/auth/login", {"email": email, "password": "wrong password!"})
+    # The same request id for both: the body quotes it (requestId), and nothing else may differ.
+    same_id = {"X-Request-Id": "indistinguishable-1"}
+    unknown = post_json(shared_server, "/v1/auth/login", {"email": unique_email("ghost"), "password": PASSWORD}, same_id)
+    wrong = post_json(shared_server, "/v1/auth/login", {"email": email, "password": "wrong password!"}, same_id)
     assert_problem(unknown, 401)
     assert_problem(wrong, 401)
     assert unknown.content == wrong.content

@@ -20,6 +20,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def parse_log_records(text: str) -> list:
+    records = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                pass
+    return records
+
+
 def require_binary():
     if not os.access(BIN, os.X_OK):
         raise RuntimeError(f"usersd binary not found at {BIN}: run `make build` or set USERSD_BIN")
@@ -33,6 +44,8 @@ class Server:
         self.tmp = tmp
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.admin_port = free_port()  # GET /metrics (supervisor)
+        self.metrics_url = f"http://127.0.0.1:{self.admin_port}/metrics"
         self.db_path = tmp / "data" / "usersd.db"
         self.store_url = f"sqlite://{self.db_path}"
         # USERSD_TEST_STORE=mongodb (set by conftest's --store option) runs the same tests on MongoDB:
@@ -50,6 +63,7 @@ class Server:
             "http": {"bind": "127.0.0.1", "port": self.port, "max_connections_per_client": 1000},
             "limits": {"login": {"per_account": {"max_attempts": 1000}, "per_address": {"max_attempts": 100000}},
                        "register": {"per_address": {"max_attempts": 100000}}},
+            "admin": {"port": self.admin_port},
             "storage": {"url": self.store_url},
             "log": {"level": "info"},
         }
@@ -97,6 +111,10 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_records(self) -> list:
+        """The JSON log lines (supervisor and workers) as dicts; other lines (a crash message) are skipped."""
+        return parse_log_records(self.log())
 
     def cli(self, *args, input_text=None, extra_env=None):
         """Runs `usersd <args>` against this server's config and returns the CompletedProcess."""

@@ -178,3 +178,18 @@ TEST_CASE("redaction hides secrets and URL passwords") {
   CHECK(dumped.find(kSecret) == std::string::npos);
   CHECK(dumped.find("redacted") != std::string::npos);
 }
+
+TEST_CASE("log and admin keys: defaults and validation") {
+  const Config c = ok(load(std::nullopt));
+  CHECK(c.log.format == "json");
+  CHECK(c.log.access);
+  CHECK(c.admin.bind == "127.0.0.1");
+  CHECK(c.admin.port == 9464);
+  CHECK(ok(load(std::nullopt, {{"USERSD_ADMIN_PORT", "0"}})).admin.port == 0);
+  CHECK(ok(load(std::nullopt, {{"USERSD_LOG_ACCESS", "false"}})).log.access == false);
+  CHECK(err(load(std::nullopt, {{"USERSD_LOG_FORMAT", "xml"}})).key == "log.format");
+  CHECK(err(load(std::nullopt, {{"USERSD_ADMIN_BIND", "localhost"}})).key == "admin.bind");
+  CHECK(err(load(std::nullopt, {{"USERSD_ADMIN_PORT", "70000"}})).key == "admin.port");
+  // /metrics on the public port would put it behind the load balancer.
+  CHECK(err(load(std::nullopt, {{"USERSD_ADMIN_PORT", "3000"}})).key == "admin.port");
+}
