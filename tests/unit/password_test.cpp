@@ -27,6 +27,13 @@ PasswordPolicy fast_policy() {
   return p;
 }
 
+// Takes tens of milliseconds to check: a thread checking it holds a gate slot long enough to be seen.
+std::string deliberately_slow_hash() {
+  std::array<char, crypto_pwhash_STRBYTES> slow{};
+  REQUIRE(crypto_pwhash_str_alg(slow.data(), "pw", 2, 8, 8 * 1024 * 1024, crypto_pwhash_ALG_ARGON2ID13) == 0);
+  return std::string(slow.data());
+}
+
 }  // namespace
 
 TEST_SUITE("password") {
@@ -116,9 +123,7 @@ TEST_SUITE("password") {
     PasswordHasher hasher(p);
     // The holder checks a deliberately slow hash over and over, so the one slot is nearly always taken;
     // we knock between its checks' starts, pausing so it gets the slot back first.
-    std::array<char, crypto_pwhash_STRBYTES> slow{};
-    REQUIRE(crypto_pwhash_str_alg(slow.data(), "pw", 2, 8, 8 * 1024 * 1024, crypto_pwhash_ALG_ARGON2ID13) == 0);
-    const std::string slow_hash(slow.data());
+    const std::string slow_hash = deliberately_slow_hash();
     std::atomic<bool> stop{false};
     std::thread holder([&] {
       while (!stop.load()) {
@@ -149,20 +154,22 @@ TEST_SUITE("password") {
     p.max_queued = 8;
     p.max_wait_ms = 1;
     PasswordHasher hasher(p);
-    const std::string h = hasher.hash("pw");
+    // As above: the holder keeps the one slot busy for tens of milliseconds at a time, far beyond 1 ms.
+    const std::string slow_hash = deliberately_slow_hash();
     std::atomic<bool> stop{false};
     std::thread holder([&] {
       while (!stop.load()) {
         try {
-          static_cast<void>(hasher.verify(h, "pw"));
+          static_cast<void>(hasher.verify(slow_hash, "pw"));
         } catch (const usersd::PasswordHasherBusy&) {
         }
       }
     });
     bool refused = false;
-    for (int attempt = 0; attempt < 200 && !refused; ++attempt) {
+    for (int attempt = 0; attempt < 100 && !refused; ++attempt) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
       try {
-        static_cast<void>(hasher.verify(h, "pw"));
+        static_cast<void>(hasher.verify(slow_hash, "pw"));
       } catch (const usersd::PasswordHasherBusy&) {
         refused = true;
       }
