@@ -450,8 +450,8 @@ json read_json_file(const std::string& path) {
     json doc = json::parse(in, nullptr, true, /*ignore_comments=*/true);
     if (!doc.is_object()) fail("config", path + " must hold a JSON object");
     return doc;
-  } catch (const json::parse_error& e) {
-    // nlohmann's message carries line and column.
+  } catch (const json::exception& e) {
+    // parse_error, and out_of_range for a number beyond a double; nlohmann's message carries the position.
     std::string what = e.what();  // "[json.exception.parse_error.101] parse error at line 3, column 14: ..."
     const auto tail = what.find("] ");
     fail("config", path + ": invalid JSON: " + (tail == std::string::npos ? what : what.substr(tail + 2)));

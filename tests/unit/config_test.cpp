@@ -136,6 +136,12 @@ TEST_CASE("errors name the key and where the value came from") {
     CHECK(e.key == "config");
     CHECK(e.line().find('\n') == std::string::npos);
   }
+  SUBCASE("a number beyond a double is invalid JSON, not a crash") {
+    TempFile f(R"({"http": {"port": 1e999}})");
+    const auto e = err(load(f.path.string()));
+    CHECK(e.key == "config");
+    CHECK(e.message.find("invalid JSON") != std::string::npos);
+  }
   SUBCASE("missing file") { CHECK(err(load("/nonexistent/usersd.json")).key == "config"); }
 }
 
