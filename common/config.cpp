@@ -92,8 +92,34 @@ struct ConfigFailure {
   ConfigError error;
 };
 
-[[noreturn]] void fail(std::string key, std::string message) {
-  throw ConfigFailure{ConfigError{std::move(key), std::move(message)}};
+// Keys and values in messages come from the file or environment: a control character in them (a key
+// spelled "\nv") must not break the one-line error or reach a terminal raw.
+std::string printable(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (byte < 0x20 || byte == 0x7f) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[byte >> 4];
+      out += kHex[byte & 0xf];
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+[[noreturn]] void fail(const std::string& key, const std::string& message) {
+  // A file may spell a key "": the error still names it.
+  throw ConfigFailure{ConfigError{key.empty() ? "\"\"" : printable(key), printable(message)}};
 }
 
 const char* type_name(const json& v) {

@@ -142,6 +142,17 @@ TEST_CASE("errors name the key and where the value came from") {
     CHECK(e.key == "config");
     CHECK(e.message.find("invalid JSON") != std::string::npos);
   }
+  SUBCASE("a control character in a key does not break the one-line error") {
+    TempFile f("{\"\\nv\": 1, \"tab\\there\": 2}");
+    const auto e = err(load(f.path.string()));
+    CHECK(e.line().find('\n') == std::string::npos);
+    CHECK(e.line().find('\t') == std::string::npos);
+    CHECK(e.key.find("\\n") != std::string::npos);
+  }
+  SUBCASE("an empty key is named") {
+    TempFile f(R"({"": 1})");
+    CHECK(err(load(f.path.string())).key == "\"\"");
+  }
   SUBCASE("missing file") { CHECK(err(load("/nonexistent/usersd.json")).key == "config"); }
 }
 
