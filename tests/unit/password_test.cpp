@@ -34,6 +34,33 @@ std::string deliberately_slow_hash() {
   return std::string(slow.data());
 }
 
+// A holder thread checks a deliberately slow hash over and over, so a one-slot gate is nearly always
+// taken; we knock between its checks' starts, pausing so it gets the slot back first. True once refused.
+bool refused_while_slot_is_held(PasswordHasher& hasher) {
+  const std::string slow_hash = deliberately_slow_hash();
+  std::atomic<bool> stop{false};
+  std::thread holder([&] {
+    while (!stop.load()) {
+      try {
+        static_cast<void>(hasher.verify(slow_hash, "pw"));
+      } catch (const usersd::PasswordHasherBusy&) {
+      }
+    }
+  });
+  bool refused = false;
+  for (int attempt = 0; attempt < 100 && !refused; ++attempt) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    try {
+      static_cast<void>(hasher.verify(slow_hash, "pw"));
+    } catch (const usersd::PasswordHasherBusy&) {
+      refused = true;
+    }
+  }
+  stop = true;
+  holder.join();
+  return refused;
+}
+
 }  // namespace
 
 TEST_SUITE("password") {
@@ -121,31 +148,8 @@ TEST_SUITE("password") {
     p.max_queued = 0;        // nobody may wait...
     p.max_wait_ms = 600000;  // ...so a refusal cannot come from the wait running out
     PasswordHasher hasher(p);
-    // The holder checks a deliberately slow hash over and over, so the one slot is nearly always taken;
-    // we knock between its checks' starts, pausing so it gets the slot back first.
-    const std::string slow_hash = deliberately_slow_hash();
-    std::atomic<bool> stop{false};
-    std::thread holder([&] {
-      while (!stop.load()) {
-        try {
-          static_cast<void>(hasher.verify(slow_hash, "pw"));
-        } catch (const usersd::PasswordHasherBusy&) {
-        }
-      }
-    });
-    bool refused = false;
-    for (int attempt = 0; attempt < 100 && !refused; ++attempt) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      try {
-        static_cast<void>(hasher.verify(slow_hash, "pw"));
-      } catch (const usersd::PasswordHasherBusy&) {
-        refused = true;
-      }
-    }
-    stop = true;
-    holder.join();
-    CHECK(refused);
-    CHECK(hasher.verify(slow_hash, "pw"));  // free again afterwards
+    CHECK(refused_while_slot_is_held(hasher));
+    CHECK(hasher.verify(deliberately_slow_hash(), "pw"));  // free again afterwards
   }
 
   TEST_CASE("a caller that waits past max_wait_ms is refused") {
@@ -154,29 +158,8 @@ TEST_SUITE("password") {
     p.max_queued = 8;
     p.max_wait_ms = 1;
     PasswordHasher hasher(p);
-    // As above: the holder keeps the one slot busy for tens of milliseconds at a time, far beyond 1 ms.
-    const std::string slow_hash = deliberately_slow_hash();
-    std::atomic<bool> stop{false};
-    std::thread holder([&] {
-      while (!stop.load()) {
-        try {
-          static_cast<void>(hasher.verify(slow_hash, "pw"));
-        } catch (const usersd::PasswordHasherBusy&) {
-        }
-      }
-    });
-    bool refused = false;
-    for (int attempt = 0; attempt < 100 && !refused; ++attempt) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      try {
-        static_cast<void>(hasher.verify(slow_hash, "pw"));
-      } catch (const usersd::PasswordHasherBusy&) {
-        refused = true;
-      }
-    }
-    stop = true;
-    holder.join();
-    CHECK(refused);
+    // The holder keeps the one slot busy for tens of milliseconds at a time, far beyond 1 ms.
+    CHECK(refused_while_slot_is_held(hasher));
   }
 
   TEST_CASE("verify_dummy runs") {
