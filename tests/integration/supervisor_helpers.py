@@ -255,9 +255,9 @@ class Supervisor(Server):
         """`usersd start` without --foreground; returns the CompletedProcess."""
         done = subprocess.run([self.binary, "start", "--config", str(self.config_path), *self.args], env=self.env,
                               capture_output=True, text=True, timeout=timeout, cwd=str(self.tmp))
-        if self.pidfile.exists():
-            with contextlib.suppress(ValueError):
-                self.daemon_pid = int(self.pidfile.read_text().strip() or 0) or None
+        # A failed start removes its pidfile, possibly between an exists() check and the read.
+        with contextlib.suppress(ValueError, FileNotFoundError):
+            self.daemon_pid = int(self.pidfile.read_text().strip() or 0) or None
         return done
 
     @property
